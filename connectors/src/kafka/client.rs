@@ -1,0 +1,32 @@
+//! librdkafka settings for Tidewater's consumers.
+
+use rdkafka::ClientConfig;
+
+use super::KafkaSourceConfig;
+
+/// Consumer settings. Each forced option says why: the warehouse, not Kafka, owns progress.
+pub fn consumer_config(config: &KafkaSourceConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", "tidewater")
+        // librdkafka wants a group id even for manual assignment; no group protocol is used
+        // (partitions are `assign`ed, never `subscribe`d), it only names us in broker logs.
+        .set("group.id", format!("tidewater-{}", config.topic))
+        // Offsets are committed to the warehouse with the data they produced, never to Kafka.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // An offset outside the retained log must stop the run, not jump silently to the start
+        // or the end of the partition: that would lose or double data.
+        .set("auto.offset.reset", "error")
+        // End of partition is learned from watermarks, not from EOF events on the queue.
+        .set("enable.partition.eof", "false")
+        // Metadata requests must not create topics: a misspelt topic is an error.
+        .set("allow.auto.create.topics", "false")
+        // Fail fast and clearly when no broker answers at start (default would retry for long).
+        .set("socket.connection.setup.timeout.ms", "5000");
+    client
+}

@@ -1,0 +1,82 @@
+//! The pre-flight plan: which partitions exist and where to read them, checked before a run
+//! consumes anything, so that a wrong broker or topic stops it with one clear error.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+
+use super::client::consumer_config;
+use super::KafkaSourceConfig;
+use crate::error::ConnectorError;
+
+/// How long pre-flight metadata and watermark requests may take before the brokers count as
+/// unreachable.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where each partition of the topic starts, decided before the dataflow is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub topic: String,
+    /// Partition → first offset to read.
+    pub start_offsets: BTreeMap<i32, i64>,
+    /// Partition → offsets the broker no longer retains below the start (logged, not hidden).
+    pub unretained: BTreeMap<i32, i64>,
+    /// Partition → high watermark when the plan was made: where `--exit-at-end` stops.
+    pub high_watermarks: BTreeMap<i32, i64>,
+}
+
+impl SourcePlan {
+    /// Checks the brokers and the topic, and starts every partition at its earliest retained offset.
+    pub fn prepare(config: &KafkaSourceConfig) -> Result<SourcePlan, ConnectorError> {
+        let watermarks = fetch_watermarks(config)?;
+        Ok(SourcePlan {
+            topic: config.topic.clone(),
+            start_offsets: watermarks.iter().map(|(p, (low, _))| (*p, *low)).collect(),
+            unretained: watermarks.iter().filter(|(_, (low, _))| *low > 0).map(|(p, (low, _))| (*p, *low)).collect(),
+            high_watermarks: watermarks.iter().map(|(p, (_, high))| (*p, *high)).collect(),
+        })
+    }
+
+    /// The partitions a worker reads: partition p goes to worker p mod peers.
+    pub fn partitions_of_worker(&self, index: usize, peers: usize) -> BTreeMap<i32, i64> {
+        self.start_offsets
+            .iter()
+            .filter(|(p, _)| (**p as usize) % peers == index)
+            .map(|(p, o)| (*p, *o))
+            .collect()
+    }
+}
+
+/// Partition → (low, high) watermarks of the configured topic, or a clear error when the brokers
+/// cannot be reached or the topic does not exist.
+pub fn fetch_watermarks(config: &KafkaSourceConfig) -> Result<BTreeMap<i32, (i64, i64)>, ConnectorError> {
+    let unreachable = |e: KafkaError| ConnectorError::BrokerUnreachable {
+        brokers: config.brokers.clone(),
+        detail: e.to_string(),
+    };
+    let consumer: BaseConsumer = consumer_config(config)
+        .create()
+        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    let metadata = consumer.fetch_metadata(Some(&config.topic), PREFLIGHT_TIMEOUT).map_err(unreachable)?;
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == config.topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| ConnectorError::TopicMissing { topic: config.topic.clone(), brokers: config.brokers.clone() })?;
+    let mut watermarks = BTreeMap::new();
+    for partition in topic.partitions() {
+        let marks = consumer
+            .fetch_watermarks(&config.topic, partition.id(), PREFLIGHT_TIMEOUT)
+            .map_err(unreachable)?;
+        watermarks.insert(partition.id(), marks);
+    }
+    Ok(watermarks)
+}
+
+/// Partition → high watermark (the offset after the last message) of the configured topic.
+pub fn high_watermarks(config: &KafkaSourceConfig) -> Result<BTreeMap<i32, i64>, ConnectorError> {
+    Ok(fetch_watermarks(config)?.into_iter().map(|(p, (_, high))| (p, high)).collect())
+}

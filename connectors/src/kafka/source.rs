@@ -1,0 +1,261 @@
+//! The Kafka source operator.
+//!
+//! Each worker reads the partitions `assign`ed to it (partition p to worker p mod workers) from
+//! the offsets of the plan, in bounded poll batches. Timely time is the ingestion epoch: every
+//! snapshot interval a worker closes its epoch by reporting the next offset of each of its
+//! partitions on the progress output, then downgrades its capabilities to the next epoch. The
+//! records of an epoch are therefore exactly those below the offsets reported for it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tidewater_dataflows::{Epoch, RawRecord, SourceProgress};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{Scope, StreamVec};
+
+use super::client::consumer_config;
+use super::plan::{fetch_watermarks, SourcePlan};
+use super::KafkaSourceConfig;
+use crate::error::ConnectorError;
+
+/// Longest pause of an idle source before it polls again; bounds the latency an idle worker adds.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// Shared between the source operators of all workers and whoever runs them: stop requests,
+/// the end of a bounded run, the first fatal error, and counters for progress displays.
+#[derive(Debug, Default)]
+pub struct SourceControl {
+    stop: Arc<AtomicBool>,
+    end_offsets: OnceLock<BTreeMap<i32, i64>>,
+    failure: Mutex<Option<ConnectorError>>,
+    records_in: AtomicU64,
+}
+
+impl SourceControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The flag a signal handler sets: sources close their epoch and stop, and the sink commits
+    /// a last snapshot.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Bounds the run: each source stops once every partition it reads has reached its offset
+    /// here. Set once; later calls are ignored.
+    pub fn set_end_offsets(&self, end_offsets: BTreeMap<i32, i64>) {
+        let _ = self.end_offsets.set(end_offsets);
+    }
+
+    /// Records a fatal source error (the first one wins) and stops every source.
+    pub fn fail(&self, error: ConnectorError) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            *failure = Some(error);
+        }
+        self.request_stop();
+    }
+
+    pub fn take_failure(&self) -> Option<ConnectorError> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Records read by all sources so far.
+    pub fn records_in(&self) -> u64 {
+        self.records_in.load(Ordering::Relaxed)
+    }
+}
+
+/// Position of one assigned partition.
+struct PartitionPosition {
+    next_offset: i64,
+    records_in_epoch: u64,
+}
+
+/// The state of a worker that reads at least one partition.
+struct PartitionReader {
+    consumer: BaseConsumer,
+    positions: BTreeMap<i32, PartitionPosition>,
+    records_cap: Capability<Epoch>,
+    progress_cap: Capability<Epoch>,
+    epoch_deadline: Instant,
+}
+
+/// Builds this worker's Kafka source. Returns the stream of records and the stream of
+/// per-epoch partition progress. Every worker builds the same operator (timely requires the
+/// same dataflow everywhere); a worker whose consumer cannot be set up reports the error through
+/// `control`, which stops all sources.
+pub fn kafka_source<'scope>(
+    scope: Scope<'scope, Epoch>,
+    config: &KafkaSourceConfig,
+    plan: &SourcePlan,
+    snapshot_interval: Duration,
+    control: Arc<SourceControl>,
+) -> (StreamVec<'scope, Epoch, RawRecord>, StreamVec<'scope, Epoch, SourceProgress>) {
+    let assigned = plan.partitions_of_worker(scope.index(), scope.peers());
+    let consumer = if assigned.is_empty() {
+        None
+    } else {
+        assigned_consumer(config, &assigned).map_err(|error| control.fail(error)).ok()
+    };
+
+    let mut builder = OperatorBuilder::new(format!("KafkaSource({})", config.topic), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let (records_output, records) = builder.new_output::<Vec<RawRecord>>();
+    let (progress_output, progress) = builder.new_output::<Vec<SourceProgress>>();
+    let mut records_output = OutputBuilder::<_, CapacityContainerBuilder<Vec<RawRecord>>>::from(records_output);
+    let mut progress_output = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceProgress>>>::from(progress_output);
+    let poll_batch = config.poll_batch.max(1);
+    let source_config = config.clone();
+
+    builder.build(move |mut capabilities| {
+        let progress_cap = capabilities.pop().expect("progress capability");
+        let records_cap = capabilities.pop().expect("records capability");
+        // A worker without partitions drops its capabilities at once: it never holds back the
+        // frontier of the others.
+        let mut reader = consumer.map(|consumer| PartitionReader {
+            consumer,
+            positions: assigned
+                .iter()
+                .map(|(p, offset)| (*p, PartitionPosition { next_offset: *offset, records_in_epoch: 0 }))
+                .collect(),
+            records_cap,
+            progress_cap,
+            epoch_deadline: Instant::now() + snapshot_interval,
+        });
+
+        move |_frontiers| {
+            let Some(state) = reader.as_mut() else { return };
+            let stopping = control.stop_requested();
+            let mut polled = 0;
+            if !stopping {
+                let mut output = records_output.activate();
+                let mut session = output.session(&state.records_cap);
+                while polled < poll_batch {
+                    match state.consumer.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(message)) => {
+                            let partition = message.partition();
+                            let Some(position) = state.positions.get_mut(&partition) else { continue };
+                            position.next_offset = message.offset() + 1;
+                            position.records_in_epoch += 1;
+                            session.give(RawRecord {
+                                partition,
+                                offset: message.offset(),
+                                payload: message.payload().unwrap_or_default().to_vec(),
+                            });
+                            polled += 1;
+                        }
+                        Some(Err(error)) => {
+                            if let Some(fatal) = classify_error(&source_config, &state.positions, error) {
+                                control.fail(fatal);
+                                break;
+                            }
+                        }
+                    }
+                }
+                control.records_in.fetch_add(polled as u64, Ordering::Relaxed);
+            }
+
+            let end_reached = control.end_offsets.get().is_some_and(|ends| {
+                state.positions.iter().all(|(p, pos)| pos.next_offset >= ends.get(p).copied().unwrap_or(0))
+            });
+            let finished = control.stop_requested() || end_reached;
+            let now = Instant::now();
+            if finished || now >= state.epoch_deadline {
+                close_epoch(state, &mut progress_output);
+                if finished {
+                    reader = None;
+                    return;
+                }
+                let next = *state.records_cap.time() + 1;
+                state.records_cap.downgrade(&next);
+                state.progress_cap.downgrade(&next);
+                state.epoch_deadline = now + snapshot_interval;
+            }
+            if polled == poll_batch {
+                activator.activate();
+            } else {
+                activator.activate_after(IDLE_POLL.min(state.epoch_deadline.saturating_duration_since(now)));
+            }
+        }
+    });
+    (records, progress)
+}
+
+/// Reports the position of every partition of this worker for the current epoch.
+fn close_epoch(
+    state: &mut PartitionReader,
+    progress_output: &mut OutputBuilder<Epoch, CapacityContainerBuilder<Vec<SourceProgress>>>,
+) {
+    let mut output = progress_output.activate();
+    let mut session = output.session(&state.progress_cap);
+    for (partition, position) in state.positions.iter_mut() {
+        session.give(SourceProgress {
+            partition: *partition,
+            next_offset: position.next_offset,
+            records: std::mem::take(&mut position.records_in_epoch),
+        });
+    }
+}
+
+/// A consumer with the given partitions assigned at the given offsets.
+fn assigned_consumer(config: &KafkaSourceConfig, assigned: &BTreeMap<i32, i64>) -> Result<BaseConsumer, ConnectorError> {
+    let consumer: BaseConsumer = consumer_config(config)
+        .create()
+        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    let mut assignment = TopicPartitionList::new();
+    for (partition, offset) in assigned {
+        assignment
+            .add_partition_offset(&config.topic, *partition, Offset::Offset(*offset))
+            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    }
+    consumer.assign(&assignment).map_err(|e| ConnectorError::Consume {
+        topic: config.topic.clone(),
+        detail: format!("assigning partitions: {e}"),
+    })?;
+    Ok(consumer)
+}
+
+/// Decides whether a consumer error ends the run. Offsets that fell out of retention do (which
+/// partition is found by comparing positions with the retained range); transport errors do not,
+/// librdkafka reconnects by itself.
+fn classify_error(
+    config: &KafkaSourceConfig,
+    positions: &BTreeMap<i32, PartitionPosition>,
+    error: KafkaError,
+) -> Option<ConnectorError> {
+    let code = error.rdkafka_error_code();
+    if matches!(code, Some(RDKafkaErrorCode::OffsetOutOfRange) | Some(RDKafkaErrorCode::AutoOffsetReset)) {
+        let retained = fetch_watermarks(config).unwrap_or_default();
+        let (partition, offset, earliest) = positions
+            .iter()
+            .find_map(|(p, pos)| {
+                let (low, _) = retained.get(p).copied()?;
+                (pos.next_offset < low).then_some((*p, pos.next_offset, low))
+            })
+            .unwrap_or((-1, -1, -1));
+        return Some(ConnectorError::OffsetOutOfRetention { topic: config.topic.clone(), partition, offset, earliest });
+    }
+    eprintln!("tidewater: warning: Kafka consumer of `{}`: {error} (retrying)", config.topic);
+    None
+}

@@ -1,0 +1,9 @@
+//! Timely operators of the data path, one per file.
+
+pub mod decode;
+pub mod insertions;
+pub mod snapshot;
+
+pub use decode::DecodeReadings;
+pub use insertions::AsInsertions;
+pub use snapshot::{CollectSnapshots, Snapshot, WRITER_WORKER};

@@ -1,0 +1,151 @@
+//! Runs a pipeline: pre-flight checks, the timely workers, and the single warehouse writer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use duckdb::Connection;
+use tidewater_connectors::kafka::kafka_source;
+use tidewater_connectors::{SourceControl, SourcePlan};
+use tidewater_dataflows::operators::{AsInsertions, CollectSnapshots, DecodeReadings, WRITER_WORKER};
+use tidewater_dataflows::{station_window_totals, Epoch, TumblingWindow};
+use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
+
+use crate::error::EngineError;
+use crate::pipeline::PipelineConfig;
+use crate::progress::ProgressLine;
+
+/// Called on the writer after each committed snapshot, with the writer's connection (tests use
+/// it to check every snapshot against an oracle).
+pub type CommitHook = Arc<dyn Fn(&Connection, &CommitInfo) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Stop after reading up to the high watermarks seen at start, with a final snapshot.
+    pub exit_at_end: bool,
+    /// Print a progress line on stderr every second.
+    pub progress: bool,
+    pub on_commit: Option<CommitHook>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { workers: 1, exit_at_end: false, progress: false, on_commit: None }
+    }
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub workers: usize,
+    pub records_in: u64,
+    pub records_rejected: u64,
+    pub snapshots: u64,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    pub fn events_per_second(&self) -> f64 {
+        self.records_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Counters and the first failure of the warehouse writer.
+#[derive(Default)]
+struct WriterState {
+    snapshots: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicBool,
+    failure: Mutex<Option<SinkError>>,
+}
+
+/// Runs the pipeline until its sources stop: at the end offsets (`exit_at_end`, or ones set on
+/// `control` later), on `control.request_stop()` (Ctrl-C), or on a fatal error. Every stop ends
+/// with the last complete epoch committed.
+pub fn run(config: &PipelineConfig, options: RunOptions, control: Arc<SourceControl>) -> Result<RunSummary, EngineError> {
+    let started = Instant::now();
+    // Pre-flight: the warehouse first (nothing is consumed if it cannot be written), then Kafka.
+    let warehouse = Warehouse::open(&config.warehouse.path, &config.view.table, &config.source.topic)?;
+    let plan = SourcePlan::prepare(&config.source)?;
+    for (partition, earliest) in &plan.unretained {
+        eprintln!(
+            "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
+            plan.topic
+        );
+    }
+    if options.exit_at_end {
+        control.set_end_offsets(plan.high_watermarks.clone());
+    }
+
+    let workers = options.workers.max(1);
+    let warehouse_slot = Arc::new(Mutex::new(Some(warehouse)));
+    let writer = Arc::new(WriterState::default());
+    let window = TumblingWindow::new(&config.view.window);
+    let snapshot_interval = config.warehouse.snapshot_interval.0;
+    let progress = options.progress.then(|| ProgressLine::start(Arc::clone(&control), Arc::clone(&writer.snapshots)));
+
+    let worker_config = Arc::new(config.clone());
+    let worker_control = Arc::clone(&control);
+    let worker_writer = Arc::clone(&writer);
+    let on_commit = options.on_commit.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let mut warehouse = if worker.index() == WRITER_WORKER {
+            warehouse_slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        } else {
+            None
+        };
+        let control = Arc::clone(&worker_control);
+        let writer = Arc::clone(&worker_writer);
+        let on_commit = on_commit.clone();
+        worker.dataflow::<Epoch, _, _>(|scope| {
+            let (records, progress) = kafka_source(scope, &worker_config.source, &plan, snapshot_interval, Arc::clone(&control));
+            let (readings, rejects) = records.decode_readings();
+            let totals = station_window_totals(readings.as_insertions(), window);
+            totals.inner.collect_snapshots(rejects, progress, move |snapshot| {
+                let Some(warehouse) = warehouse.as_mut() else { return };
+                // After a failed commit, later epochs must not be committed on top of the gap.
+                if writer.failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                match warehouse.commit(&snapshot) {
+                    Ok(Some(info)) => {
+                        writer.snapshots.fetch_add(1, Ordering::Relaxed);
+                        writer.rejected.fetch_add(info.records_rejected, Ordering::Relaxed);
+                        if let Some(hook) = &on_commit {
+                            hook(warehouse.connection(), &info);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        writer.failed.store(true, Ordering::SeqCst);
+                        *writer.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                        control.request_stop();
+                    }
+                }
+            });
+        });
+        while worker.step_or_park(Some(Duration::from_millis(10))) {}
+    })
+    .map_err(EngineError::Worker)?;
+
+    let worker_results = guards.join();
+    drop(progress);
+    for result in worker_results {
+        result.map_err(EngineError::Worker)?;
+    }
+    if let Some(error) = writer.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(error.into());
+    }
+    if let Some(error) = control.take_failure() {
+        return Err(error.into());
+    }
+    Ok(RunSummary {
+        workers,
+        records_in: control.records_in(),
+        records_rejected: writer.rejected.load(Ordering::Relaxed),
+        snapshots: writer.snapshots.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}

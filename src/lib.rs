@@ -1,0 +1,18 @@
+//! Tidewater: Kafka topics in, incrementally maintained windowed aggregates out, committed as
+//! consistent snapshots into a DuckDB warehouse file.
+//!
+//! The data path, each step in its own place:
+//! Kafka source (`tidewater_connectors::kafka`) → decode (`tidewater_dataflows::operators::decode`)
+//! → event time and tumbling window (`tidewater_dataflows::window`) → aggregate
+//! (`tidewater_dataflows::aggregate`) → snapshot (`tidewater_dataflows::operators::snapshot`) →
+//! DuckDB (`tidewater_sinks`). This crate reads the pipeline file and wires the steps together.
+
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod pipeline;
+pub mod progress;
+
+pub use engine::{run, CommitHook, RunOptions, RunSummary};
+pub use error::EngineError;
+pub use pipeline::{PipelineConfig, ViewConfig};
