@@ -10,11 +10,16 @@ use differential_dataflow::input::Input;
 use tidewater_connectors::{GeneratorConfig, TurnstileGenerator};
 use tidewater_dataflows::decode::decode_reading;
 use tidewater_dataflows::operators::Snapshot;
-use tidewater_dataflows::{station_window_totals, StationTotals, StationWindow, TumblingWindow, WindowConfig};
+use tidewater_dataflows::{
+    station_window_totals, StationTotals, StationWindow, TumblingWindow, WindowConfig,
+};
 use tidewater_sinks::Warehouse;
 
 fn payloads(n: usize) -> Vec<Vec<u8>> {
-    TurnstileGenerator::new(GeneratorConfig::default()).take(n).map(|r| r.to_json().into_bytes()).collect()
+    TurnstileGenerator::new(GeneratorConfig::default())
+        .take(n)
+        .map(|r| r.to_json().into_bytes())
+        .collect()
 }
 
 fn decode(c: &mut Criterion) {
@@ -33,17 +38,27 @@ fn decode(c: &mut Criterion) {
 
 fn window_assignment(c: &mut Criterion) {
     let window = TumblingWindow::new(&WindowConfig::default());
-    let times: Vec<i64> = TurnstileGenerator::new(GeneratorConfig::default()).take(10_000).map(|r| r.ts).collect();
+    let times: Vec<i64> = TurnstileGenerator::new(GeneratorConfig::default())
+        .take(10_000)
+        .map(|r| r.ts)
+        .collect();
     let mut group = c.benchmark_group("window");
     group.throughput(Throughput::Elements(times.len() as u64));
     group.bench_function("tumbling_start_of_x10k", |b| {
-        b.iter(|| times.iter().map(|t| window.start_of(black_box(*t))).sum::<i64>())
+        b.iter(|| {
+            times
+                .iter()
+                .map(|t| window.start_of(black_box(*t)))
+                .sum::<i64>()
+        })
     });
     group.finish();
 }
 
 fn aggregate_update(c: &mut Criterion) {
-    let readings: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default()).take(100_000).collect();
+    let readings: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default())
+        .take(100_000)
+        .collect();
     let mut group = c.benchmark_group("aggregate");
     group.throughput(Throughput::Elements(readings.len() as u64));
     group.sample_size(10);
@@ -73,7 +88,8 @@ fn aggregate_update(c: &mut Criterion) {
 
 fn sink_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut warehouse = Warehouse::open(&dir.path().join("bench.duckdb"), "station_hourly", "bench").unwrap();
+    let mut warehouse =
+        Warehouse::open(&dir.path().join("bench.duckdb"), "station_hourly", "bench").unwrap();
     let hour = 3_600_000_000i64;
     let mut epoch = 0u64;
     let mut group = c.benchmark_group("sink");
@@ -86,15 +102,32 @@ fn sink_commit(c: &mut Criterion) {
                 // 10k groups: each retracts its previous row (after the first epoch) and inserts a new one.
                 let mut changes = Vec::with_capacity(20_000);
                 for i in 0..10_000i64 {
-                    let group = StationWindow { window_start: (i % 100) * hour, window_end: (i % 100 + 1) * hour, station: format!("S{}", i / 100) };
-                    let totals = |e: u64| StationTotals { readings: e as i64, entries: 10 * e as i64, exits: 7 * e as i64 };
+                    let group = StationWindow {
+                        window_start: (i % 100) * hour,
+                        window_end: (i % 100 + 1) * hour,
+                        station: format!("S{}", i / 100),
+                    };
+                    let totals = |e: u64| StationTotals {
+                        readings: e as i64,
+                        entries: 10 * e as i64,
+                        exits: 7 * e as i64,
+                    };
                     if epoch > 1 {
                         changes.push(((group.clone(), totals(epoch - 1)), -1));
                     }
                     changes.push(((group, totals(epoch)), 1));
                 }
-                let progress = vec![tidewater_dataflows::SourceProgress { partition: 0, next_offset: epoch as i64 * 10_000, records: 10_000 }];
-                Snapshot { epoch, changes, rejects: Vec::new(), progress }
+                let progress = vec![tidewater_dataflows::SourceProgress {
+                    partition: 0,
+                    next_offset: epoch as i64 * 10_000,
+                    records: 10_000,
+                }];
+                Snapshot {
+                    epoch,
+                    changes,
+                    rejects: Vec::new(),
+                    progress,
+                }
             },
             |snapshot| warehouse.commit(&snapshot).unwrap(),
             BatchSize::LargeInput,
@@ -103,5 +136,11 @@ fn sink_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, window_assignment, aggregate_update, sink_commit);
+criterion_group!(
+    benches,
+    decode,
+    window_assignment,
+    aggregate_update,
+    sink_commit
+);
 criterion_main!(benches);

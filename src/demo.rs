@@ -3,11 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duckdb::Connection;
 use tidewater_connectors::produce::TopicProducer;
-use tidewater_connectors::{ConnectorError, EmbeddedBroker, GeneratorConfig, KafkaSourceConfig, SourceControl, TurnstileGenerator};
+use tidewater_connectors::{
+    ConnectorError, EmbeddedBroker, GeneratorConfig, KafkaSourceConfig, SourceControl,
+    TurnstileGenerator,
+};
 use tidewater_dataflows::duration::HumanDuration;
 use tidewater_dataflows::WindowConfig;
 use tidewater_sinks::WarehouseConfig;
@@ -40,7 +43,10 @@ pub fn demo_pipeline(brokers: &str, warehouse: &Path) -> PipelineConfig {
             poll_batch: 4096,
             options: Default::default(),
         },
-        view: ViewConfig { table: "station_hourly".to_owned(), window: WindowConfig::default() },
+        view: ViewConfig {
+            table: "station_hourly".to_owned(),
+            window: WindowConfig::default(),
+        },
         warehouse: WarehouseConfig {
             path: warehouse.to_owned(),
             snapshot_interval: HumanDuration(Duration::from_secs(1)),
@@ -50,7 +56,10 @@ pub fn demo_pipeline(brokers: &str, warehouse: &Path) -> PipelineConfig {
 
 /// Removes a warehouse file and its write-ahead log, so that a demo starts from nothing.
 fn remove_warehouse(path: &Path) -> std::io::Result<()> {
-    for file in [path.to_owned(), PathBuf::from(format!("{}.wal", path.display()))] {
+    for file in [
+        path.to_owned(),
+        PathBuf::from(format!("{}.wal", path.display())),
+    ] {
         match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -79,29 +88,48 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
     let (events, seed, partitions) = (options.events, options.seed, options.partitions as u64);
     let producer = std::thread::spawn(move || -> Result<(), ConnectorError> {
         let mut producer = TopicProducer::new(&producer_config.brokers, &producer_config.topic)?;
-        let generator = TurnstileGenerator::new(GeneratorConfig { seed, ..Default::default() });
+        let generator = TurnstileGenerator::new(GeneratorConfig {
+            seed,
+            ..Default::default()
+        });
         for reading in generator.take(events as usize) {
             // Stay inside the embedded broker's retention: never run too far ahead of the engine.
-            while producer.sent().saturating_sub(producer_control.records_in()) > MAX_LAG_PER_PARTITION * partitions {
+            while producer
+                .sent()
+                .saturating_sub(producer_control.records_in())
+                > MAX_LAG_PER_PARTITION * partitions
+            {
                 if producer_control.stop_requested() {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            producer.send(Some(reading.turnstile_id().as_bytes()), reading.to_json().as_bytes())?;
+            producer.send(
+                Some(reading.turnstile_id().as_bytes()),
+                reading.to_json().as_bytes(),
+            )?;
         }
         producer.flush()?;
         // Everything is in the topic: the run ends once it has read up to here.
-        producer_control.set_end_offsets(tidewater_connectors::kafka::high_watermarks(&producer_config)?);
+        producer_control.set_end_offsets(tidewater_connectors::kafka::high_watermarks(
+            &producer_config,
+        )?);
         Ok(())
     });
 
-    let options_run = RunOptions { workers: options.workers, exit_at_end: false, progress: true, on_commit: None };
+    let options_run = RunOptions {
+        workers: options.workers,
+        exit_at_end: false,
+        progress: true,
+        on_commit: None,
+    };
     let result = run(&config, options_run, Arc::clone(&control));
     if result.is_err() {
         control.request_stop();
     }
-    let produced = producer.join().map_err(|_| EngineError::Worker("the demo producer panicked".to_owned()))?;
+    let produced = producer
+        .join()
+        .map_err(|_| EngineError::Worker("the demo producer panicked".to_owned()))?;
     let summary = result?;
     produced?;
     drop(broker);
@@ -127,16 +155,30 @@ pub fn print_sample_query(warehouse: &Path) -> Result<(), duckdb::Error> {
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    println!("\nwarehouse {}: {rows} rows in station_hourly, {snapshots} snapshots", warehouse.display());
+    println!(
+        "\nwarehouse {}: {rows} rows in station_hourly, {snapshots} snapshots",
+        warehouse.display()
+    );
     println!("\n-- busiest station per hour\n{BUSIEST_STATIONS_SQL};\n");
-    println!("{:<20} {:<18} {:>9} {:>9} {:>9}", "window_start", "station", "entries", "exits", "readings");
+    println!(
+        "{:<20} {:<18} {:>9} {:>9} {:>9}",
+        "window_start", "station", "entries", "exits", "readings"
+    );
     let mut statement = conn.prepare(&format!("SELECT strftime(window_start, '%Y-%m-%d %H:%M'), station, entries, exits, readings FROM ({BUSIEST_STATIONS_SQL})"))?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
-        let (start, station, entries, exits, readings): (String, String, i64, i64, i64) =
-            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+        let (start, station, entries, exits, readings): (String, String, i64, i64, i64) = (
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        );
         println!("{start:<20} {station:<18} {entries:>9} {exits:>9} {readings:>9}");
     }
-    println!("\nQuery it yourself: duckdb {} \"SELECT * FROM station_hourly LIMIT 10\"", warehouse.display());
+    println!(
+        "\nQuery it yourself: duckdb {} \"SELECT * FROM station_hourly LIMIT 10\"",
+        warehouse.display()
+    );
     Ok(())
 }

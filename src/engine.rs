@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use duckdb::Connection;
 use tidewater_connectors::kafka::kafka_source;
 use tidewater_connectors::{SourceControl, SourcePlan};
-use tidewater_dataflows::operators::{AsInsertions, CollectSnapshots, DecodeReadings, WRITER_WORKER};
+use tidewater_dataflows::operators::{
+    CollectSnapshots, DecodeReadings, IntoInsertions, WRITER_WORKER,
+};
 use tidewater_dataflows::{station_window_totals, Epoch, TumblingWindow};
 use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
 
@@ -32,7 +34,12 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { workers: 1, exit_at_end: false, progress: false, on_commit: None }
+        RunOptions {
+            workers: 1,
+            exit_at_end: false,
+            progress: false,
+            on_commit: None,
+        }
     }
 }
 
@@ -55,7 +62,7 @@ impl RunSummary {
 /// Counters and the first failure of the warehouse writer.
 #[derive(Default)]
 struct WriterState {
-    snapshots: AtomicU64,
+    snapshots: Arc<AtomicU64>,
     rejected: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<SinkError>>,
@@ -64,10 +71,18 @@ struct WriterState {
 /// Runs the pipeline until its sources stop: at the end offsets (`exit_at_end`, or ones set on
 /// `control` later), on `control.request_stop()` (Ctrl-C), or on a fatal error. Every stop ends
 /// with the last complete epoch committed.
-pub fn run(config: &PipelineConfig, options: RunOptions, control: Arc<SourceControl>) -> Result<RunSummary, EngineError> {
+pub fn run(
+    config: &PipelineConfig,
+    options: RunOptions,
+    control: Arc<SourceControl>,
+) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     // Pre-flight: the warehouse first (nothing is consumed if it cannot be written), then Kafka.
-    let warehouse = Warehouse::open(&config.warehouse.path, &config.view.table, &config.source.topic)?;
+    let warehouse = Warehouse::open(
+        &config.warehouse.path,
+        &config.view.table,
+        &config.source.topic,
+    )?;
     let plan = SourcePlan::prepare(&config.source)?;
     for (partition, earliest) in &plan.unretained {
         eprintln!(
@@ -84,7 +99,9 @@ pub fn run(config: &PipelineConfig, options: RunOptions, control: Arc<SourceCont
     let writer = Arc::new(WriterState::default());
     let window = TumblingWindow::new(&config.view.window);
     let snapshot_interval = config.warehouse.snapshot_interval.0;
-    let progress = options.progress.then(|| ProgressLine::start(Arc::clone(&control), Arc::clone(&writer.snapshots)));
+    let progress_line = options
+        .progress
+        .then(|| ProgressLine::start(Arc::clone(&control), Arc::clone(&writer.snapshots)));
 
     let worker_config = Arc::new(config.clone());
     let worker_control = Arc::clone(&control);
@@ -92,7 +109,10 @@ pub fn run(config: &PipelineConfig, options: RunOptions, control: Arc<SourceCont
     let on_commit = options.on_commit.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut warehouse = if worker.index() == WRITER_WORKER {
-            warehouse_slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+            warehouse_slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
         } else {
             None
         };
@@ -100,42 +120,59 @@ pub fn run(config: &PipelineConfig, options: RunOptions, control: Arc<SourceCont
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
         worker.dataflow::<Epoch, _, _>(|scope| {
-            let (records, progress) = kafka_source(scope, &worker_config.source, &plan, snapshot_interval, Arc::clone(&control));
+            let (records, progress) = kafka_source(
+                scope,
+                &worker_config.source,
+                &plan,
+                snapshot_interval,
+                Arc::clone(&control),
+            );
             let (readings, rejects) = records.decode_readings();
-            let totals = station_window_totals(readings.as_insertions(), window);
-            totals.inner.collect_snapshots(rejects, progress, move |snapshot| {
-                let Some(warehouse) = warehouse.as_mut() else { return };
-                // After a failed commit, later epochs must not be committed on top of the gap.
-                if writer.failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                match warehouse.commit(&snapshot) {
-                    Ok(Some(info)) => {
-                        writer.snapshots.fetch_add(1, Ordering::Relaxed);
-                        writer.rejected.fetch_add(info.records_rejected, Ordering::Relaxed);
-                        if let Some(hook) = &on_commit {
-                            hook(warehouse.connection(), &info);
+            let totals = station_window_totals(readings.into_insertions(), window);
+            totals
+                .inner
+                .collect_snapshots(rejects, progress, move |snapshot| {
+                    let Some(warehouse) = warehouse.as_mut() else {
+                        return;
+                    };
+                    // After a failed commit, later epochs must not be committed on top of the gap.
+                    if writer.failed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match warehouse.commit(&snapshot) {
+                        Ok(Some(info)) => {
+                            writer.snapshots.fetch_add(1, Ordering::Relaxed);
+                            writer
+                                .rejected
+                                .fetch_add(info.records_rejected, Ordering::Relaxed);
+                            if let Some(hook) = &on_commit {
+                                hook(warehouse.connection(), &info);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            writer.failed.store(true, Ordering::SeqCst);
+                            *writer.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                            control.request_stop();
                         }
                     }
-                    Ok(None) => {}
-                    Err(error) => {
-                        writer.failed.store(true, Ordering::SeqCst);
-                        *writer.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-                        control.request_stop();
-                    }
-                }
-            });
+                });
         });
         while worker.step_or_park(Some(Duration::from_millis(10))) {}
     })
     .map_err(EngineError::Worker)?;
 
     let worker_results = guards.join();
-    drop(progress);
+    drop(progress_line);
     for result in worker_results {
         result.map_err(EngineError::Worker)?;
     }
-    if let Some(error) = writer.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    if let Some(error) = writer
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
         return Err(error.into());
     }
     if let Some(error) = control.take_failure() {

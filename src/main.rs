@@ -120,7 +120,9 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn all_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Ctrl-C and SIGTERM set the stop flag (last snapshot, clean exit); a second Ctrl-C exits at once.
@@ -156,7 +158,8 @@ fn broker(args: BrokerArgs) -> Result<()> {
 fn produce(args: ProduceArgs) -> Result<()> {
     let mut producer = TopicProducer::new(&args.brokers, &args.topic)?;
     if let Some(path) = &args.file {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         for line in std::io::BufReader::new(file).lines() {
             let line = line.with_context(|| format!("reading {}", path.display()))?;
             if line.trim().is_empty() {
@@ -164,7 +167,9 @@ fn produce(args: ProduceArgs) -> Result<()> {
             }
             // Key by turnstile where the line is a reading; anything else is sent as it is
             // (the engine will reject it visibly).
-            let key = decode_reading(line.as_bytes()).ok().map(|r| r.turnstile_id());
+            let key = decode_reading(line.as_bytes())
+                .ok()
+                .map(|r| r.turnstile_id());
             producer.send(key.as_deref().map(str::as_bytes), line.as_bytes())?;
             producer.pace(args.rate);
         }
@@ -172,14 +177,24 @@ fn produce(args: ProduceArgs) -> Result<()> {
         if !(0.0..=1.0).contains(&args.late_fraction) {
             bail!("--late-fraction must be between 0 and 1");
         }
-        let config = GeneratorConfig { seed: args.seed, late_fraction: args.late_fraction, ..Default::default() };
+        let config = GeneratorConfig {
+            seed: args.seed,
+            late_fraction: args.late_fraction,
+            ..Default::default()
+        };
         for reading in TurnstileGenerator::new(config).take(args.events.unwrap_or(0) as usize) {
-            producer.send(Some(reading.turnstile_id().as_bytes()), reading.to_json().as_bytes())?;
+            producer.send(
+                Some(reading.turnstile_id().as_bytes()),
+                reading.to_json().as_bytes(),
+            )?;
             producer.pace(args.rate);
         }
     }
     let delivered = producer.flush()?;
-    eprintln!("tidewater produce: {delivered} messages delivered to `{}`", args.topic);
+    eprintln!(
+        "tidewater produce: {delivered} messages delivered to `{}`",
+        args.topic
+    );
     Ok(())
 }
 
@@ -197,9 +212,18 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         config.warehouse.path.display(),
         workers
     );
-    let options = RunOptions { workers, exit_at_end: args.exit_at_end, progress: true, on_commit: None };
+    let options = RunOptions {
+        workers,
+        exit_at_end: args.exit_at_end,
+        progress: true,
+        on_commit: None,
+    };
     let summary = run(&config, options, Arc::clone(&control))?;
-    let how = if control.stop_flag().load(Ordering::Relaxed) && !args.exit_at_end { "stopped" } else { "finished" };
+    let how = if control.stop_flag().load(Ordering::Relaxed) && !args.exit_at_end {
+        "stopped"
+    } else {
+        "finished"
+    };
     eprintln!(
         "tidewater run: {how}: {} records ({} rejected) in {:.1}s, {:.0} events/s, {} snapshots committed",
         summary.records_in,

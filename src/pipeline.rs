@@ -49,20 +49,38 @@ fn default_table() -> String {
 
 impl Default for ViewConfig {
     fn default() -> Self {
-        ViewConfig { table: default_table(), window: WindowConfig::default() }
+        ViewConfig {
+            table: default_table(),
+            window: WindowConfig::default(),
+        }
     }
 }
 
 impl PipelineConfig {
     /// Parses a pipeline file; errors name the line and the field.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, EngineError> {
-        toml::from_str(text).map_err(|e| EngineError::Config { path: origin.to_owned(), detail: e.to_string() })
+        toml::from_str(text).map_err(|e| {
+            // One line: "line L, column C: message" (toml's own text spans several lines).
+            let position = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            let message = e.message().lines().collect::<Vec<_>>().join(" ");
+            EngineError::Config {
+                path: origin.to_owned(),
+                detail: format!("{}{message}", position.unwrap_or_default()),
+            }
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, EngineError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EngineError::Config { path: origin.clone(), detail: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::Config {
+            path: origin.clone(),
+            detail: e.to_string(),
+        })?;
         Self::from_toml(&text, &origin)
     }
 
@@ -86,7 +104,10 @@ mod tests {
         assert_eq!(config.view.window.size.to_string(), "1h");
         assert_eq!(config.warehouse.snapshot_interval.to_string(), "1s");
         assert_eq!(config.source.poll_batch, 4096);
-        assert_eq!(PipelineConfig::from_toml(&config.to_toml(), "round trip").unwrap(), config);
+        assert_eq!(
+            PipelineConfig::from_toml(&config.to_toml(), "round trip").unwrap(),
+            config
+        );
     }
 
     #[test]
@@ -97,13 +118,19 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("p.toml") && err.contains("line 4") && err.contains("topik"), "{err}");
+        assert!(
+            err.contains("p.toml") && err.contains("line 4") && err.contains("topik"),
+            "{err}"
+        );
         let err = PipelineConfig::from_toml(
             "[source]\nbrokers = \"b\"\ntopic = \"t\"\n[view]\nwindow = { size = \"1 fortnight\" }\n[warehouse]\npath = \"w\"\n",
             "p.toml",
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("line 5") && err.contains("unknown unit"), "{err}");
+        assert!(
+            err.contains("line 5") && err.contains("unknown unit"),
+            "{err}"
+        );
     }
 }

@@ -28,7 +28,7 @@ impl ProgressLine {
                 std::thread::sleep(Duration::from_secs(1));
                 ticks += 1;
                 let records = control.records_in();
-                if ticks % every == 0 {
+                if ticks.is_multiple_of(every) {
                     let rate = (records - last_records) / every;
                     let line = format!(
                         "tidewater: {records} records read ({rate}/s), {} snapshots committed, {:.0}s",
@@ -36,7 +36,11 @@ impl ProgressLine {
                         started.elapsed().as_secs_f64()
                     );
                     let mut err = std::io::stderr().lock();
-                    let _ = if terminal { write!(err, "\r\x1b[2K{line}") } else { writeln!(err, "{line}") };
+                    let _ = if terminal {
+                        write!(err, "\r\x1b[2K{line}")
+                    } else {
+                        writeln!(err, "{line}")
+                    };
                     last_records = records;
                 }
             }
@@ -44,7 +48,10 @@ impl ProgressLine {
                 let _ = write!(std::io::stderr(), "\r\x1b[2K");
             }
         });
-        ProgressLine { stop, thread: Some(thread) }
+        ProgressLine {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

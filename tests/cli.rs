@@ -43,13 +43,20 @@ fn stderr(output: &Output) -> String {
 /// The line the binary prints for a fatal error; exactly one.
 fn error_line(output: &Output) -> String {
     let text = stderr(output);
-    let lines: Vec<_> = text.lines().filter(|l| l.starts_with("tidewater: error:")).collect();
+    let lines: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("tidewater: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one error line in:\n{text}");
     lines[0].to_owned()
 }
 
 fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -71,30 +78,53 @@ fn help_lists_the_commands_and_their_options() {
 fn unreachable_broker_fails_within_10_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let brokers = format!("127.0.0.1:{}", free_loopback_port());
-    let config = write_pipeline(dir.path(), &brokers, "turnstile", &dir.path().join("w.duckdb"));
+    let config = write_pipeline(
+        dir.path(),
+        &brokers,
+        "turnstile",
+        &dir.path().join("w.duckdb"),
+    );
     let (output, took) = run_pipeline(&config, &[]);
     assert!(!output.status.success());
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let line = error_line(&output);
-    assert!(line.contains("cannot reach Kafka brokers") && line.contains(&brokers), "{line}");
+    assert!(
+        line.contains("cannot reach Kafka brokers") && line.contains(&brokers),
+        "{line}"
+    );
 }
 
 #[test]
 fn missing_topic_and_bad_pipeline_files_are_clear_errors() {
     let broker = EmbeddedBroker::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_pipeline(dir.path(), &broker.bootstrap_servers(), "no_such_topic", &dir.path().join("w.duckdb"));
+    let config = write_pipeline(
+        dir.path(),
+        &broker.bootstrap_servers(),
+        "no_such_topic",
+        &dir.path().join("w.duckdb"),
+    );
     let (output, _) = run_pipeline(&config, &[]);
     assert!(!output.status.success());
     let line = error_line(&output);
-    assert!(line.contains("topic `no_such_topic` does not exist"), "{line}");
+    assert!(
+        line.contains("topic `no_such_topic` does not exist"),
+        "{line}"
+    );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[source]\nbrokers = \"x\"\ntopic = \"t\"\nbatch = 3\n[warehouse]\npath = \"w\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[source]\nbrokers = \"x\"\ntopic = \"t\"\nbatch = 3\n[warehouse]\npath = \"w\"\n",
+    )
+    .unwrap();
     let (output, _) = run_pipeline(&bad, &[]);
     assert!(!output.status.success());
     let line = error_line(&output);
-    assert!(line.contains("bad.toml") && line.contains("line 4") && line.contains("batch"), "{line}");
+    assert!(
+        line.contains("bad.toml") && line.contains("line 4") && line.contains("batch"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -104,12 +134,23 @@ fn unwritable_warehouse_stops_before_consuming() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("plain-file");
     std::fs::write(&not_a_dir, "x").unwrap();
-    for warehouse in [dir.path().join("missing-dir").join("w.duckdb"), not_a_dir.join("w.duckdb")] {
-        let config = write_pipeline(dir.path(), &broker.bootstrap_servers(), "turnstile", &warehouse);
+    for warehouse in [
+        dir.path().join("missing-dir").join("w.duckdb"),
+        not_a_dir.join("w.duckdb"),
+    ] {
+        let config = write_pipeline(
+            dir.path(),
+            &broker.bootstrap_servers(),
+            "turnstile",
+            &warehouse,
+        );
         let (output, _) = run_pipeline(&config, &[]);
         assert!(!output.status.success());
         let line = error_line(&output);
-        assert!(line.contains("cannot be written") && line.contains(&warehouse.display().to_string()), "{line}");
+        assert!(
+            line.contains("cannot be written") && line.contains(&warehouse.display().to_string()),
+            "{line}"
+        );
     }
 }
 
@@ -121,8 +162,15 @@ fn warehouse_locked_by_another_process_stops_before_consuming() {
     let warehouse = dir.path().join("w.duckdb");
     // This test process holds the file open (and locked); the engine is another process.
     let holder = duckdb::Connection::open(&warehouse).unwrap();
-    holder.execute_batch("CREATE TABLE analyst_notes (note VARCHAR)").unwrap();
-    let config = write_pipeline(dir.path(), &broker.bootstrap_servers(), "turnstile", &warehouse);
+    holder
+        .execute_batch("CREATE TABLE analyst_notes (note VARCHAR)")
+        .unwrap();
+    let config = write_pipeline(
+        dir.path(),
+        &broker.bootstrap_servers(),
+        "turnstile",
+        &warehouse,
+    );
     let (output, _) = run_pipeline(&config, &[]);
     assert!(!output.status.success());
     let line = error_line(&output);
@@ -143,7 +191,11 @@ fn earlier_offsets_lost_to_retention_are_reported() {
     let (output, _) = run_pipeline(&config, &["--workers", "1"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stderr(&output);
-    assert!(text.contains("partition 0 of `small` starts at offset") && text.contains("no longer retains"), "{text}");
+    assert!(
+        text.contains("partition 0 of `small` starts at offset")
+            && text.contains("no longer retains"),
+        "{text}"
+    );
 }
 
 /// Stops a child process with SIGTERM when the test ends, however it ends.
@@ -151,7 +203,9 @@ struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -165,13 +219,21 @@ impl Drop for ChildGuard {
 }
 
 fn kcat_available() -> bool {
-    Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("kcat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]
 fn events_produced_with_kcat_into_tidewater_broker_are_consumed() {
     if !kcat_available() {
-        assert!(std::env::var_os("CI").is_none(), "kcat must be installed in CI (.ci/run installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kcat must be installed in CI (.ci/run installs it)"
+        );
         eprintln!("SKIPPED: kcat is not installed (apt-get install kcat); this test needs a third-party Kafka client");
         return;
     }
@@ -179,7 +241,15 @@ fn events_produced_with_kcat_into_tidewater_broker_are_consumed() {
     let address_file = dir.path().join("broker.addr");
     let broker = ChildGuard(
         tidewater()
-            .args(["broker", "--topic", "kcat", "--partitions", "3", "--address-file", address_file.to_str().unwrap()])
+            .args([
+                "broker",
+                "--topic",
+                "kcat",
+                "--partitions",
+                "3",
+                "--address-file",
+                address_file.to_str().unwrap(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -192,7 +262,10 @@ fn events_produced_with_kcat_into_tidewater_broker_are_consumed() {
                 break text;
             }
         }
-        assert!(Instant::now() < deadline, "the broker did not write its address");
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not write its address"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
 
@@ -215,8 +288,15 @@ fn events_produced_with_kcat_into_tidewater_broker_are_consumed() {
     let (output, _) = run_pipeline(&config, &["--workers", "2"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let messages = read_topic(&brokers, "kcat", data.len());
-    assert!(messages.iter().any(|m| m.partition == 2), "kcat spread the keys over the partitions");
+    assert!(
+        messages.iter().any(|m| m.partition == 2),
+        "kcat spread the keys over the partitions"
+    );
     let expected = oracle(messages.iter().map(|m| m.payload.as_slice()), HOUR_US);
-    assert_views_equal(&read_view(&open_warehouse(&warehouse), "station_hourly", HOUR_US), &expected, "kcat");
+    assert_views_equal(
+        &read_view(&open_warehouse(&warehouse), "station_hourly", HOUR_US),
+        &expected,
+        "kcat",
+    );
     drop(broker);
 }

@@ -8,10 +8,16 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use tidewater::{run, CommitHook, RunOptions};
+use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, SourceControl};
 
 fn bounded(workers: usize, on_commit: Option<CommitHook>) -> RunOptions {
-    RunOptions { workers, exit_at_end: true, progress: false, on_commit }
+    RunOptions {
+        workers,
+        exit_at_end: true,
+        progress: false,
+        on_commit,
+    }
 }
 
 /// Partition → next offset after the last message, as read from the topic itself.
@@ -36,22 +42,46 @@ fn final_view_equals_oracle_in_order_and_shuffled_with_1_and_4_workers() {
         produce(&brokers, topic, &reading_messages(data));
         let messages = read_topic(&brokers, topic, data.len());
         let expected = oracle(messages.iter().map(|m| m.payload.as_slice()), HOUR_US);
-        assert!(expected.len() > 1_000, "the feed spans many windows and stations");
+        assert!(
+            expected.len() > 1_000,
+            "the feed spans many windows and stations"
+        );
         for workers in [1, 4] {
             let context = format!("{topic}, {workers} workers");
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("warehouse.duckdb");
-            let summary = run(&pipeline(&brokers, topic, &path, 20), bounded(workers, None), SourceControl::new()).unwrap();
+            let summary = run(
+                &pipeline(&brokers, topic, &path, 20),
+                bounded(workers, None),
+                SourceControl::new(),
+            )
+            .unwrap();
             assert_eq!(summary.records_in, data.len() as u64, "{context}");
             assert_eq!(summary.records_rejected, 0, "{context}");
 
             let conn = open_warehouse(&path);
-            assert_views_equal(&read_view(&conn, "station_hourly", HOUR_US), &expected, &context);
+            assert_views_equal(
+                &read_view(&conn, "station_hourly", HOUR_US),
+                &expected,
+                &context,
+            );
             let (last, records_in): (i64, i64) = conn
-                .query_row("SELECT max(snapshot_id), sum(records_in)::BIGINT FROM _snapshots", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(
+                    "SELECT max(snapshot_id), sum(records_in)::BIGINT FROM _snapshots",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .unwrap();
-            assert_eq!(records_in, data.len() as i64, "{context}: records_in over all snapshots");
-            assert_eq!(snapshot_offsets(&conn, last), end_offsets(&messages), "{context}: offsets of the last snapshot");
+            assert_eq!(
+                records_in,
+                data.len() as i64,
+                "{context}: records_in over all snapshots"
+            );
+            assert_eq!(
+                snapshot_offsets(&conn, last),
+                end_offsets(&messages),
+                "{context}: offsets of the last snapshot"
+            );
         }
     }
 }
@@ -60,40 +90,86 @@ fn final_view_equals_oracle_in_order_and_shuffled_with_1_and_4_workers() {
 fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
     let broker = EmbeddedBroker::start().unwrap();
     let brokers = broker.bootstrap_servers();
-    broker.create_topic("consistency", 3).unwrap();
-    // Many late readings, so that snapshots keep revising earlier windows.
-    let data = readings(6_000, 21, 0.3);
-    produce(&brokers, "consistency", &reading_messages(&data));
-    let messages = read_topic(&brokers, "consistency", data.len());
-
     for workers in [1, 3] {
+        let topic = format!("consistency_{workers}");
+        broker.create_topic(&topic, 3).unwrap();
+        // Many late readings, so that snapshots keep revising earlier windows.
+        let data = readings(6_000, 21 + workers as u64, 0.3);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warehouse.duckdb");
-        let mut config = pipeline(&brokers, "consistency", &path, 1);
-        // Small poll batches and a 1 ms snapshot interval: many small snapshots.
-        config.source.poll_batch = 16;
+        let mut config = pipeline(&brokers, &topic, &path, 5);
+        config.source.poll_batch = 64;
         let captured = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&captured);
-        let hook: CommitHook = Arc::new(move |conn: &duckdb::Connection, info: &tidewater_sinks::CommitInfo| {
-            let view = read_view(conn, "station_hourly", HOUR_US);
-            let offsets = snapshot_offsets(conn, info.snapshot_id);
-            sink.lock().unwrap().push((info.snapshot_id, view, offsets));
-        });
-        run(&config, bounded(workers, Some(hook)), SourceControl::new()).unwrap();
+        let hook: CommitHook = Arc::new(
+            move |conn: &duckdb::Connection, info: &tidewater_sinks::CommitInfo| {
+                let view = read_view(conn, "station_hourly", HOUR_US);
+                let offsets = snapshot_offsets(conn, info.snapshot_id);
+                sink.lock().unwrap().push((info.snapshot_id, view, offsets));
+            },
+        );
+
+        // The engine runs while readings are produced, paced, so that it commits many snapshots;
+        // once all are in the topic, the run is bounded by the final high watermarks.
+        let control = SourceControl::new();
+        let engine_control = Arc::clone(&control);
+        let options = RunOptions {
+            workers,
+            exit_at_end: false,
+            progress: false,
+            on_commit: Some(hook),
+        };
+        let engine = std::thread::spawn(move || run(&config, options, engine_control));
+        let mut producer = TopicProducer::new(&brokers, &topic).unwrap();
+        for (key, payload) in reading_messages(&data) {
+            producer
+                .send(key.as_deref().map(str::as_bytes), &payload)
+                .unwrap();
+            producer.pace(Some(2_500.0));
+        }
+        producer.flush().unwrap();
+        let source = tidewater_connectors::KafkaSourceConfig {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            poll_batch: 64,
+            options: Default::default(),
+        };
+        control.set_end_offsets(tidewater_connectors::kafka::high_watermarks(&source).unwrap());
+        engine.join().unwrap().unwrap();
+        let messages = read_topic(&brokers, &topic, data.len());
 
         let snapshots = captured.lock().unwrap();
-        assert!(snapshots.len() >= 10, "{workers} workers: only {} snapshots; the test needs many", snapshots.len());
+        assert!(
+            snapshots.len() >= 20,
+            "{workers} workers: only {} snapshots; the test needs many",
+            snapshots.len()
+        );
         for (index, (snapshot_id, view, offsets)) in snapshots.iter().enumerate() {
-            assert_eq!(*snapshot_id, index as i64 + 1, "snapshot ids are consecutive");
+            assert_eq!(
+                *snapshot_id,
+                index as i64 + 1,
+                "snapshot ids are consecutive"
+            );
             let below = messages
                 .iter()
-                .filter(|m| offsets.get(&m.partition).is_some_and(|next| m.offset < *next))
+                .filter(|m| {
+                    offsets
+                        .get(&m.partition)
+                        .is_some_and(|next| m.offset < *next)
+                })
                 .map(|m| m.payload.as_slice());
-            assert_views_equal(view, &oracle(below, HOUR_US), &format!("{workers} workers, snapshot {snapshot_id}"));
+            assert_views_equal(
+                view,
+                &oracle(below, HOUR_US),
+                &format!("{workers} workers, snapshot {snapshot_id}"),
+            );
         }
         let (_, last_view, last_offsets) = snapshots.last().unwrap();
         assert_eq!(last_offsets, &end_offsets(&messages));
-        assert_eq!(last_view, &oracle(messages.iter().map(|m| m.payload.as_slice()), HOUR_US));
+        assert_eq!(
+            last_view,
+            &oracle(messages.iter().map(|m| m.payload.as_slice()), HOUR_US)
+        );
     }
 }
 
@@ -105,11 +181,32 @@ fn bad_records_land_in_rejects_and_every_good_record_is_counted() {
     let good = readings(3_000, 5, 0.05);
     let sample = good[0].to_json();
     let bad: Vec<(Vec<u8>, &str)> = vec![
-        (b"{\"ca\": \"A002\", \"unit\": ".to_vec(), "malformed reading"),
-        (sample.replace("\"station\":", "\"statio\":").into_bytes(), "missing field `station`"),
-        (sample.replacen("\"entries\":", "\"entries\":\"12\",\"was_entries\":", 1).into_bytes(), "invalid type: string \"12\""),
-        (sample.replacen("\"ts\":\"", "\"ts\":\"yesterday ", 1).into_bytes(), "not RFC 3339"),
-        (sample.replacen("\"exits\":", "\"exits\":-5,\"was_exits\":", 1).into_bytes(), "negative"),
+        (
+            b"{\"ca\": \"A002\", \"unit\": ".to_vec(),
+            "malformed reading",
+        ),
+        (
+            sample.replace("\"station\":", "\"statio\":").into_bytes(),
+            "missing field `station`",
+        ),
+        (
+            sample
+                .replacen("\"entries\":", "\"entries\":\"12\",\"was_entries\":", 1)
+                .into_bytes(),
+            "invalid type: string \"12\"",
+        ),
+        (
+            sample
+                .replacen("\"ts\":\"", "\"ts\":\"yesterday ", 1)
+                .into_bytes(),
+            "not RFC 3339",
+        ),
+        (
+            sample
+                .replacen("\"exits\":", "\"exits\":-5,\"was_exits\":", 1)
+                .into_bytes(),
+            "negative",
+        ),
         (vec![0xff, 0xfe, 0x00, 0x9c], "malformed reading"),
         (Vec::new(), "malformed reading"),
     ];
@@ -122,35 +219,68 @@ fn bad_records_land_in_rejects_and_every_good_record_is_counted() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warehouse.duckdb");
-    let summary = run(&pipeline(&brokers, "rejects", &path, 20), bounded(2, None), SourceControl::new()).unwrap();
+    let summary = run(
+        &pipeline(&brokers, "rejects", &path, 20),
+        bounded(2, None),
+        SourceControl::new(),
+    )
+    .unwrap();
     assert_eq!(summary.records_in, messages.len() as u64);
     assert_eq!(summary.records_rejected, bad.len() as u64);
 
     let conn = open_warehouse(&path);
     let expected_view = oracle(in_topic.iter().map(|m| m.payload.as_slice()), HOUR_US);
-    assert_eq!(expected_view.values().map(|t| t.0).sum::<i64>(), good.len() as i64, "oracle counts every good reading");
-    assert_views_equal(&read_view(&conn, "station_hourly", HOUR_US), &expected_view, "rejects");
+    assert_eq!(
+        expected_view.values().map(|t| t.0).sum::<i64>(),
+        good.len() as i64,
+        "oracle counts every good reading"
+    );
+    assert_views_equal(
+        &read_view(&conn, "station_hourly", HOUR_US),
+        &expected_view,
+        "rejects",
+    );
 
     let mut statement = conn
         .prepare("SELECT topic, \"partition\", \"offset\", payload, error, snapshot_id FROM _rejects ORDER BY \"partition\", \"offset\"")
         .unwrap();
     let rejects: Vec<(String, i32, i64, String, String, i64)> = statement
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(rejects.len(), bad.len(), "{rejects:#?}");
     for (payload, reason) in &bad {
-        let position = in_topic.iter().find(|m| &m.payload == payload).expect("bad message in topic");
+        let position = in_topic
+            .iter()
+            .find(|m| &m.payload == payload)
+            .expect("bad message in topic");
         let row = rejects
             .iter()
             .find(|r| r.1 == position.partition && r.2 == position.offset)
             .unwrap_or_else(|| panic!("no reject row for {:?}", String::from_utf8_lossy(payload)));
         assert_eq!(row.0, "rejects");
         assert_eq!(row.3, String::from_utf8_lossy(payload), "payload is kept");
-        assert!(row.4.contains(reason), "error {:?} should mention {reason:?}", row.4);
+        assert!(
+            row.4.contains(reason),
+            "error {:?} should mention {reason:?}",
+            row.4
+        );
         let recorded: i64 = conn
-            .query_row("SELECT count(*) FROM _snapshots WHERE snapshot_id = ?", [row.5], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM _snapshots WHERE snapshot_id = ?",
+                [row.5],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(recorded, 1, "a reject is committed with a snapshot");
     }

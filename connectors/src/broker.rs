@@ -38,7 +38,11 @@ impl EmbeddedBroker {
 
     /// Takes the broker down (connections refused) or brings it back, for fault tests.
     pub fn set_available(&self, available: bool) -> Result<(), ConnectorError> {
-        let result = if available { self.cluster.broker_up(1) } else { self.cluster.broker_down(1) };
+        let result = if available {
+            self.cluster.broker_up(1)
+        } else {
+            self.cluster.broker_down(1)
+        };
         result.map_err(|e| ConnectorError::Broker(e.to_string()))
     }
 }

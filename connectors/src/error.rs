@@ -9,7 +9,12 @@ pub enum ConnectorError {
     #[error("topic `{topic}` does not exist on brokers {brokers}")]
     TopicMissing { topic: String, brokers: String },
     #[error("partition {partition} of topic `{topic}`: offset {offset} is no longer in the topic (the broker deleted it under its retention policy, earliest retained offset {earliest}); refusing to skip data")]
-    OffsetOutOfRetention { topic: String, partition: i32, offset: i64, earliest: i64 },
+    OffsetOutOfRetention {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        earliest: i64,
+    },
     #[error("Kafka source for topic `{topic}` failed: {detail}")]
     Consume { topic: String, detail: String },
     #[error("Kafka client configuration: {0}")]

@@ -10,19 +10,81 @@ use tidewater_dataflows::{EventTime, Reading};
 
 /// Real station names first; numbered streets and avenues fill up the rest.
 const STATION_NAMES: &[&str] = &[
-    "TIMES SQ-42 ST", "GRD CNTRL-42 ST", "34 ST-HERALD SQ", "14 ST-UNION SQ", "FULTON ST",
-    "34 ST-PENN STA", "59 ST COLUMBUS", "86 ST", "CANAL ST", "CHAMBERS ST", "FLUSHING-MAIN",
-    "JKSN HT-ROOSVLT", "ATL AV-BARCLAY", "W 4 ST-WASH SQ", "LEXINGTON AV/53", "JAY ST-METROTEC",
-    "BOROUGH HALL", "COURT SQ", "QUEENS PLAZA", "JAMAICA CENTER", "125 ST", "96 ST", "72 ST",
-    "BEDFORD AV", "DEKALB AV", "PARKCHESTER", "CROWN HTS-UTICA", "CONEY IS-STILLW", "BOWLING GREEN",
-    "WALL ST", "RECTOR ST", "CORTLANDT ST", "WORLD TRADE CTR", "CITY HALL", "SPRING ST", "ASTOR PL",
-    "BLEECKER ST", "BROADWAY-LAFAY", "DELANCEY/ESSEX", "EAST BROADWAY", "BRIGHTON BEACH",
-    "SHEEPSHEAD BAY", "KINGS HWY", "FOREST HILLS 71", "KEW GARDENS", "SUTPHIN-ARCHER",
-    "WOODHAVEN BLVD", "ELMHURST AV", "ROOSEVELT ISLND", "TRAMWAY", "FORDHAM RD", "BEDFORD PK BLVD",
-    "WOODLAWN", "PELHAM BAY PARK", "HUNTS POINT AV", "YANKEE STADIUM", "HOYT-SCHER", "NEVINS ST",
-    "PROSPECT PARK", "NEWKIRK PLAZA", "BAY RIDGE-95 ST", "SUNSET PARK", "MYRTLE-WYCKOFF",
-    "HALSEY ST", "BROADWAY JCT", "EUCLID AV", "ROCKAWAY BLVD", "FAR ROCKAWAY", "HOWARD BCH JFK",
-    "INWOOD-207 ST", "DYCKMAN ST", "168 ST-WASH HTS", "145 ST", "116 ST-COLUMBIA", "CATHEDRAL PKWY",
+    "TIMES SQ-42 ST",
+    "GRD CNTRL-42 ST",
+    "34 ST-HERALD SQ",
+    "14 ST-UNION SQ",
+    "FULTON ST",
+    "34 ST-PENN STA",
+    "59 ST COLUMBUS",
+    "86 ST",
+    "CANAL ST",
+    "CHAMBERS ST",
+    "FLUSHING-MAIN",
+    "JKSN HT-ROOSVLT",
+    "ATL AV-BARCLAY",
+    "W 4 ST-WASH SQ",
+    "LEXINGTON AV/53",
+    "JAY ST-METROTEC",
+    "BOROUGH HALL",
+    "COURT SQ",
+    "QUEENS PLAZA",
+    "JAMAICA CENTER",
+    "125 ST",
+    "96 ST",
+    "72 ST",
+    "BEDFORD AV",
+    "DEKALB AV",
+    "PARKCHESTER",
+    "CROWN HTS-UTICA",
+    "CONEY IS-STILLW",
+    "BOWLING GREEN",
+    "WALL ST",
+    "RECTOR ST",
+    "CORTLANDT ST",
+    "WORLD TRADE CTR",
+    "CITY HALL",
+    "SPRING ST",
+    "ASTOR PL",
+    "BLEECKER ST",
+    "BROADWAY-LAFAY",
+    "DELANCEY/ESSEX",
+    "EAST BROADWAY",
+    "BRIGHTON BEACH",
+    "SHEEPSHEAD BAY",
+    "KINGS HWY",
+    "FOREST HILLS 71",
+    "KEW GARDENS",
+    "SUTPHIN-ARCHER",
+    "WOODHAVEN BLVD",
+    "ELMHURST AV",
+    "ROOSEVELT ISLND",
+    "TRAMWAY",
+    "FORDHAM RD",
+    "BEDFORD PK BLVD",
+    "WOODLAWN",
+    "PELHAM BAY PARK",
+    "HUNTS POINT AV",
+    "YANKEE STADIUM",
+    "HOYT-SCHER",
+    "NEVINS ST",
+    "PROSPECT PARK",
+    "NEWKIRK PLAZA",
+    "BAY RIDGE-95 ST",
+    "SUNSET PARK",
+    "MYRTLE-WYCKOFF",
+    "HALSEY ST",
+    "BROADWAY JCT",
+    "EUCLID AV",
+    "ROCKAWAY BLVD",
+    "FAR ROCKAWAY",
+    "HOWARD BCH JFK",
+    "INWOOD-207 ST",
+    "DYCKMAN ST",
+    "168 ST-WASH HTS",
+    "145 ST",
+    "116 ST-COLUMBIA",
+    "CATHEDRAL PKWY",
 ];
 
 const LINES: &[u8] = b"1234567ACEBDFMGJZLNQRW";
@@ -117,7 +179,13 @@ impl TurnstileGenerator {
                 });
             }
         }
-        TurnstileGenerator { clock: config.start, config, rng, stations, turnstiles }
+        TurnstileGenerator {
+            clock: config.start,
+            config,
+            rng,
+            stations,
+            turnstiles,
+        }
     }
 
     /// Number of distinct turnstiles (Kafka keys) this generator uses.
@@ -159,7 +227,9 @@ fn station_list(rng: &mut SplitMix64, count: usize) -> Vec<Station> {
         .enumerate()
         .map(|(rank, name)| {
             let line_count = 1 + rng.below(4) as usize;
-            let mut lines: Vec<u8> = (0..line_count).map(|_| LINES[rng.below(LINES.len() as u64) as usize]).collect();
+            let mut lines: Vec<u8> = (0..line_count)
+                .map(|_| LINES[rng.below(LINES.len() as u64) as usize])
+                .collect();
             lines.sort_unstable();
             lines.dedup();
             let division = if lines[0].is_ascii_digit() {
@@ -197,7 +267,11 @@ impl Iterator for TurnstileGenerator {
         if self.rng.unit() < self.config.late_fraction {
             ts -= (1 + self.rng.below(90) as i64) * 60_000_000;
         }
-        let desc = if self.rng.below(100) == 0 { "RECOVR AUD" } else { "REGULAR" };
+        let desc = if self.rng.below(100) == 0 {
+            "RECOVR AUD"
+        } else {
+            "REGULAR"
+        };
         Some(Reading {
             ca: turnstile.ca.clone(),
             unit: turnstile.unit.clone(),
@@ -219,16 +293,28 @@ mod tests {
 
     #[test]
     fn same_seed_same_readings_different_seed_different_readings() {
-        let a: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default()).take(1000).collect();
-        let b: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default()).take(1000).collect();
-        let c: Vec<_> = TurnstileGenerator::new(GeneratorConfig { seed: 7, ..Default::default() }).take(1000).collect();
+        let a: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default())
+            .take(1000)
+            .collect();
+        let b: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default())
+            .take(1000)
+            .collect();
+        let c: Vec<_> = TurnstileGenerator::new(GeneratorConfig {
+            seed: 7,
+            ..Default::default()
+        })
+        .take(1000)
+        .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
 
     #[test]
     fn feed_is_realistic_enough() {
-        let config = GeneratorConfig { late_fraction: 0.1, ..Default::default() };
+        let config = GeneratorConfig {
+            late_fraction: 0.1,
+            ..Default::default()
+        };
         let generator = TurnstileGenerator::new(config);
         assert!(generator.turnstile_count() > 1000);
         let readings: Vec<_> = generator.take(50_000).collect();
@@ -239,7 +325,11 @@ mod tests {
         assert!(readings.iter().all(|r| r.entries >= 0 && r.exits >= 0));
         // Rush hour (8-9 local = 13-14 UTC) is busier than the night (2-3 local = 7-8 UTC).
         let hour_entries = |h: i64| -> i64 {
-            readings.iter().filter(|r| (r.ts / 3_600_000_000).rem_euclid(24) == h).map(|r| r.entries).sum()
+            readings
+                .iter()
+                .filter(|r| (r.ts / 3_600_000_000).rem_euclid(24) == h)
+                .map(|r| r.entries)
+                .sum()
         };
         assert!(hour_entries(13) > 5 * hour_entries(7));
     }

@@ -58,29 +58,39 @@ impl TopicProducer {
             .set("message.timeout.ms", "30000")
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| ConnectorError::Config(e.to_string()))?;
-        Ok(TopicProducer { producer, topic: topic.to_owned(), sent: 0, started: Instant::now() })
+        Ok(TopicProducer {
+            producer,
+            topic: topic.to_owned(),
+            sent: 0,
+            started: Instant::now(),
+        })
     }
 
     /// Queues one message, waiting while librdkafka's queue is full.
     pub fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), ConnectorError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut record = BaseRecord::to(&self.topic).payload(payload);
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload);
             if let Some(key) = key {
                 record = record.key(key);
             }
             match self.producer.send(record) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if Instant::now() < deadline =>
+                {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((error, _)) => {
-                    return Err(ConnectorError::Produce { topic: self.topic.clone(), detail: error.to_string() })
+                    return Err(ConnectorError::Produce {
+                        topic: self.topic.clone(),
+                        detail: error.to_string(),
+                    })
                 }
             }
         }
         self.sent += 1;
-        if self.sent % 1024 == 0 {
+        if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())
@@ -103,13 +113,25 @@ impl TopicProducer {
 
     /// Waits until every queued message is delivered, and fails if any was not.
     pub fn flush(&mut self) -> Result<u64, ConnectorError> {
-        let produce_error = |detail: String| ConnectorError::Produce { topic: self.topic.clone(), detail };
-        self.producer.flush(Duration::from_secs(60)).map_err(|e| produce_error(e.to_string()))?;
+        let produce_error = |detail: String| ConnectorError::Produce {
+            topic: self.topic.clone(),
+            detail,
+        };
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| produce_error(e.to_string()))?;
         let tracker = self.producer.context();
         let failed = tracker.failed.load(Ordering::Relaxed);
         if failed > 0 {
-            let first = tracker.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
-            return Err(produce_error(format!("{failed} messages were not delivered (first error: {first})")));
+            let first = tracker
+                .first_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(produce_error(format!(
+                "{failed} messages were not delivered (first error: {first})"
+            )));
         }
         Ok(tracker.delivered.load(Ordering::Relaxed))
     }

@@ -13,9 +13,13 @@ fn main() {
             r#"{"ca":"A002","unit":"R051","scp":"02-00-00","station":"59 ST","linename":"NQR456W","division":"BMT","ts":"2024-03-04T08:10:00Z","desc":"REGULAR","entries":120,"exits":40}"#,
             r#"{"ca":"A002","unit":"R051","scp":"02-00-01","station":"59 ST","linename":"NQR456W","division":"BMT","ts":"2024-03-04T08:40:00Z","desc":"REGULAR","entries":95,"exits":31}"#,
         ],
-        &[r#"{"ca":"R101","unit":"R001","scp":"02-00-00","station":"FULTON ST","linename":"2345ACJZ","division":"IRT","ts":"2024-03-04T09:05:00Z","desc":"REGULAR","entries":210,"exits":180}"#],
+        &[
+            r#"{"ca":"R101","unit":"R001","scp":"02-00-00","station":"FULTON ST","linename":"2345ACJZ","division":"IRT","ts":"2024-03-04T09:05:00Z","desc":"REGULAR","entries":210,"exits":180}"#,
+        ],
         // Late: belongs to the 08:00 window, which is revised.
-        &[r#"{"ca":"A002","unit":"R051","scp":"02-00-02","station":"59 ST","linename":"NQR456W","division":"BMT","ts":"2024-03-04T08:55:00Z","desc":"REGULAR","entries":7,"exits":3}"#],
+        &[
+            r#"{"ca":"A002","unit":"R051","scp":"02-00-02","station":"59 ST","linename":"NQR456W","division":"BMT","ts":"2024-03-04T08:55:00Z","desc":"REGULAR","entries":7,"exits":3}"#,
+        ],
     ];
     timely::execute_directly(move |worker| {
         let window = TumblingWindow::new(&WindowConfig::default());

@@ -25,7 +25,9 @@ pub struct StationWindow {
 }
 
 /// Aggregates of one group; also the difference type that carries them through differential.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct StationTotals {
     pub readings: i64,
     pub entries: i64,
@@ -34,7 +36,11 @@ pub struct StationTotals {
 
 impl StationTotals {
     pub fn of(reading: &Reading) -> Self {
-        StationTotals { readings: 1, entries: reading.entries, exits: reading.exits }
+        StationTotals {
+            readings: 1,
+            entries: reading.entries,
+            exits: reading.exits,
+        }
     }
 }
 
@@ -70,7 +76,11 @@ impl Multiply<isize> for StationTotals {
     type Output = StationTotals;
     fn multiply(self, rhs: &isize) -> Self::Output {
         let k = *rhs as i64;
-        StationTotals { readings: self.readings * k, entries: self.entries * k, exits: self.exits * k }
+        StationTotals {
+            readings: self.readings * k,
+            entries: self.entries * k,
+            exits: self.exits * k,
+        }
     }
 }
 

@@ -139,8 +139,14 @@ mod tests {
         let cases = [
             ("{not json", "malformed"),
             (r#"{"ca":"A002"}"#, "missing field"),
-            (&GOOD.replace("\"entries\":12", "\"entries\":\"12\""), "invalid type"),
-            (&GOOD.replace("2024-03-01T08:00:00Z", "yesterday"), "not RFC 3339"),
+            (
+                &GOOD.replace("\"entries\":12", "\"entries\":\"12\""),
+                "invalid type",
+            ),
+            (
+                &GOOD.replace("2024-03-01T08:00:00Z", "yesterday"),
+                "not RFC 3339",
+            ),
             (&GOOD.replace("\"exits\":7", "\"exits\":-3"), "negative"),
             ("[1,2,3]", "malformed"),
         ];

@@ -18,7 +18,9 @@ impl HumanDuration {
             reason: reason.to_owned(),
         };
         let text = value.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| err("missing unit"))?;
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| err("missing unit"))?;
         let (number, unit) = text.split_at(split);
         let number: u64 = number.parse().map_err(|_| err("missing number"))?;
         let unit_ms: u64 = match unit.trim() {
@@ -29,7 +31,9 @@ impl HumanDuration {
             "d" => 86_400_000,
             _ => return Err(err("unknown unit")),
         };
-        let ms = number.checked_mul(unit_ms).ok_or_else(|| err("too large"))?;
+        let ms = number
+            .checked_mul(unit_ms)
+            .ok_or_else(|| err("too large"))?;
         if ms == 0 {
             return Err(err("must be positive"));
         }
@@ -40,8 +44,13 @@ impl HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms % size == 0 {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -75,7 +84,13 @@ mod tests {
 
     #[test]
     fn parses_and_prints_common_units() {
-        for (text, ms, shown) in [("500ms", 500, "500ms"), ("1s", 1000, "1s"), ("15m", 900_000, "15m"), ("1h", 3_600_000, "1h"), ("120m", 7_200_000, "2h")] {
+        for (text, ms, shown) in [
+            ("500ms", 500, "500ms"),
+            ("1s", 1000, "1s"),
+            ("15m", 900_000, "15m"),
+            ("1h", 3_600_000, "1h"),
+            ("120m", 7_200_000, "2h"),
+        ] {
             let d = HumanDuration::parse(text).unwrap();
             assert_eq!(d.0.as_millis(), ms);
             assert_eq!(d.to_string(), shown);

@@ -9,7 +9,11 @@ pub enum DataflowError {
     #[error("malformed reading: {0}")]
     Malformed(String),
     #[error("invalid timestamp in field `{field}`: {value:?} is not RFC 3339 ({reason})")]
-    InvalidTimestamp { field: &'static str, value: String, reason: String },
+    InvalidTimestamp {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("invalid value in field `{field}`: {reason}")]
     InvalidValue { field: &'static str, reason: String },
     #[error("invalid duration {value:?}: {reason} (write e.g. 500ms, 1s, 15m, 1h, 1d)")]

@@ -20,7 +20,9 @@ fn default_window_size() -> HumanDuration {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { size: default_window_size() }
+        WindowConfig {
+            size: default_window_size(),
+        }
     }
 }
 
@@ -48,7 +50,9 @@ mod tests {
 
     #[test]
     fn windows_are_half_open_and_epoch_aligned() {
-        let hour = TumblingWindow { size_us: 3_600_000_000 };
+        let hour = TumblingWindow {
+            size_us: 3_600_000_000,
+        };
         assert_eq!(hour.start_of(0), 0);
         assert_eq!(hour.start_of(3_599_999_999), 0);
         assert_eq!(hour.start_of(3_600_000_000), 3_600_000_000);

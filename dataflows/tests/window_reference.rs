@@ -9,7 +9,9 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
-use tidewater_dataflows::{station_window_totals, Reading, StationTotals, StationWindow, TumblingWindow};
+use tidewater_dataflows::{
+    station_window_totals, Reading, StationTotals, StationWindow, TumblingWindow,
+};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -17,7 +19,10 @@ const HOUR: i64 = 3_600_000_000;
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -39,11 +44,18 @@ fn reading(rng: &mut Lcg) -> Reading {
     }
 }
 
-fn recompute(readings: &[Reading], window: TumblingWindow) -> BTreeMap<StationWindow, StationTotals> {
+fn recompute(
+    readings: &[Reading],
+    window: TumblingWindow,
+) -> BTreeMap<StationWindow, StationTotals> {
     let mut view: BTreeMap<StationWindow, StationTotals> = BTreeMap::new();
     for r in readings {
         let start = window.start_of(r.ts);
-        let key = StationWindow { window_start: start, window_end: start + window.size_us, station: r.station.clone() };
+        let key = StationWindow {
+            window_start: start,
+            window_end: start + window.size_us,
+            station: r.station.clone(),
+        };
         let totals = view.entry(key).or_default();
         totals.readings += 1;
         totals.entries += r.entries;
@@ -90,7 +102,10 @@ fn output_equals_recomputation_at_every_epoch() {
                 worker.step_while(|| probe.less_than(input.time()));
 
                 for (row, time, diff) in output.borrow_mut().drain(..) {
-                    assert!(time <= epoch, "output at {time} while closing epoch {epoch}");
+                    assert!(
+                        time <= epoch,
+                        "output at {time} while closing epoch {epoch}"
+                    );
                     *accumulated.entry(row).or_insert(0) += diff;
                 }
                 accumulated.retain(|_, diff| *diff != 0);
@@ -98,7 +113,10 @@ fn output_equals_recomputation_at_every_epoch() {
                 let (union, expected) = results.entry(epoch).or_default();
                 for ((group, totals), diff) in &accumulated {
                     assert_eq!(*diff, 1, "epoch {epoch}: {group:?} has multiplicity {diff}");
-                    assert!(union.insert(group.clone(), *totals).is_none(), "two workers output {group:?}");
+                    assert!(
+                        union.insert(group.clone(), *totals).is_none(),
+                        "two workers output {group:?}"
+                    );
                 }
                 if index == 0 {
                     *expected = recompute(&inserted, window);

@@ -15,7 +15,12 @@ pub enum SinkError {
     #[error("view table name {0:?} is not valid: use letters, digits and `_`, starting with a letter (names starting with `_` are Tidewater's bookkeeping tables)")]
     InvalidTableName(String),
     #[error("committing snapshot {snapshot_id} (epoch {epoch}) to {path} failed, nothing of it was written: {detail}")]
-    Commit { path: PathBuf, snapshot_id: i64, epoch: u64, detail: String },
+    Commit {
+        path: PathBuf,
+        snapshot_id: i64,
+        epoch: u64,
+        detail: String,
+    },
     #[error("view change is inconsistent: {0}")]
     InconsistentChange(String),
     #[error("warehouse {path}: {detail}")]

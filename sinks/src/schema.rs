@@ -43,7 +43,10 @@ pub fn view_ddl(table: &str) -> String {
 
 /// The per-connection staging table a snapshot's changes are appended to before they are applied.
 pub fn stage_ddl(table: &str) -> String {
-    format!("CREATE TEMP TABLE IF NOT EXISTS {} ({VIEW_COLUMNS}, live BOOLEAN NOT NULL);", stage_table(table))
+    format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {} ({VIEW_COLUMNS}, live BOOLEAN NOT NULL);",
+        stage_table(table)
+    )
 }
 
 pub fn stage_table(table: &str) -> String {

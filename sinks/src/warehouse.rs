@@ -58,7 +58,10 @@ impl Warehouse {
     /// schema. Fails before anything is consumed.
     pub fn open(path: &Path, table: &str, topic: &str) -> Result<Self, SinkError> {
         check_table_name(table)?;
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
             return Err(SinkError::Unwritable {
                 path: path.to_owned(),
@@ -67,12 +70,22 @@ impl Warehouse {
         }
         let conn = Connection::open(path).map_err(|e| classify_open_error(path, e))?;
         let setup = format!("{BOOKKEEPING_DDL}{}{}", view_ddl(table), stage_ddl(table));
-        conn.execute_batch(&setup).map_err(|e| SinkError::Unwritable { path: path.to_owned(), detail: e.to_string() })?;
+        conn.execute_batch(&setup)
+            .map_err(|e| SinkError::Unwritable {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?;
         let snapshots: i64 = conn
             .query_row("SELECT count(*) FROM _snapshots", [], |row| row.get(0))
-            .map_err(|e| SinkError::Database { path: path.to_owned(), detail: e.to_string() })?;
+            .map_err(|e| SinkError::Database {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?;
         if snapshots > 0 {
-            return Err(SinkError::AlreadyWritten { path: path.to_owned(), snapshots });
+            return Err(SinkError::AlreadyWritten {
+                path: path.to_owned(),
+                snapshots,
+            });
         }
         Ok(Warehouse {
             conn,
@@ -96,7 +109,10 @@ impl Warehouse {
     /// Commits one epoch as one snapshot, in one transaction. An epoch in which the sources read
     /// nothing and nothing changed commits nothing (`Ok(None)`). On error nothing of the
     /// snapshot is in the file.
-    pub fn commit(&mut self, snapshot: &Snapshot<(StationWindow, StationTotals)>) -> Result<Option<CommitInfo>, SinkError> {
+    pub fn commit(
+        &mut self,
+        snapshot: &Snapshot<(StationWindow, StationTotals)>,
+    ) -> Result<Option<CommitInfo>, SinkError> {
         let row_changes = row_changes(&snapshot.changes)?;
         let mut offsets = self.offsets.clone();
         for progress in &snapshot.progress {
@@ -115,12 +131,13 @@ impl Warehouse {
             rows_upserted: row_changes.iter().filter(|(_, row)| row.is_some()).count() as u64,
             rows_deleted: row_changes.iter().filter(|(_, row)| row.is_none()).count() as u64,
         };
-        self.write(&info, &row_changes, snapshot, &offsets).map_err(|e| SinkError::Commit {
-            path: self.path.clone(),
-            snapshot_id: info.snapshot_id,
-            epoch: info.epoch,
-            detail: e.to_string(),
-        })?;
+        self.write(&info, &row_changes, snapshot, &offsets)
+            .map_err(|e| SinkError::Commit {
+                path: self.path.clone(),
+                snapshot_id: info.snapshot_id,
+                epoch: info.epoch,
+                detail: e.to_string(),
+            })?;
         self.next_snapshot_id += 1;
         self.offsets = offsets;
         Ok(Some(info))
@@ -176,7 +193,12 @@ impl Warehouse {
         {
             let mut appender = tx.appender("_offsets")?;
             for (partition, next_offset) in offsets {
-                appender.append_row(params![info.snapshot_id, self.topic, partition, next_offset])?;
+                appender.append_row(params![
+                    info.snapshot_id,
+                    self.topic,
+                    partition,
+                    next_offset
+                ])?;
             }
             appender.flush()?;
         }
@@ -204,33 +226,48 @@ fn timestamp(micros: i64) -> Value {
 
 /// Turns consolidated `(row, diff)` changes into one change per group: the inserted row, or a
 /// delete when the group's row was only retracted.
-fn row_changes(changes: &[((StationWindow, StationTotals), isize)]) -> Result<Vec<RowChange>, SinkError> {
+fn row_changes(
+    changes: &[((StationWindow, StationTotals), isize)],
+) -> Result<Vec<RowChange>, SinkError> {
     let mut by_group: BTreeMap<&StationWindow, Option<StationTotals>> = BTreeMap::new();
     for ((group, totals), diff) in changes {
         match diff {
             1 => {
                 if let Some(Some(previous)) = by_group.insert(group, Some(*totals)) {
-                    return Err(SinkError::InconsistentChange(format!("{group:?} inserted twice ({previous:?} and {totals:?})")));
+                    return Err(SinkError::InconsistentChange(format!(
+                        "{group:?} inserted twice ({previous:?} and {totals:?})"
+                    )));
                 }
             }
             -1 => {
                 by_group.entry(group).or_insert(None);
             }
             other => {
-                return Err(SinkError::InconsistentChange(format!("{group:?} changed with multiplicity {other}")));
+                return Err(SinkError::InconsistentChange(format!(
+                    "{group:?} changed with multiplicity {other}"
+                )));
             }
         }
     }
-    Ok(by_group.into_iter().map(|(group, row)| (group.clone(), row)).collect())
+    Ok(by_group
+        .into_iter()
+        .map(|(group, row)| (group.clone(), row))
+        .collect())
 }
 
 /// Tells a lock held by another process from a path that cannot be written.
 fn classify_open_error(path: &Path, error: duckdb::Error) -> SinkError {
     let detail = error.to_string();
     if detail.contains("lock") {
-        SinkError::Locked { path: path.to_owned(), detail: first_line(&detail) }
+        SinkError::Locked {
+            path: path.to_owned(),
+            detail: first_line(&detail),
+        }
     } else {
-        SinkError::Unwritable { path: path.to_owned(), detail: first_line(&detail) }
+        SinkError::Unwritable {
+            path: path.to_owned(),
+            detail: first_line(&detail),
+        }
     }
 }
 

@@ -34,14 +34,24 @@ pub struct TopicMessage {
 }
 
 pub fn readings(count: usize, seed: u64, late_fraction: f64) -> Vec<Reading> {
-    TurnstileGenerator::new(GeneratorConfig { seed, late_fraction, ..Default::default() }).take(count).collect()
+    // Readings 5 s apart on average: a test feed spans many hourly windows.
+    TurnstileGenerator::new(GeneratorConfig {
+        seed,
+        late_fraction,
+        mean_gap_us: 5_000_000,
+        ..Default::default()
+    })
+    .take(count)
+    .collect()
 }
 
 /// Deterministic Fisher-Yates shuffle (so that windows receive many late readings).
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
     let mut state = seed;
     for i in (1..items.len()).rev() {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let j = ((state >> 33) % (i as u64 + 1)) as usize;
         items.swap(i, j);
     }
@@ -51,13 +61,18 @@ pub fn shuffle<T>(items: &mut [T], seed: u64) {
 pub fn produce(brokers: &str, topic: &str, messages: &[(Option<String>, Vec<u8>)]) {
     let mut producer = TopicProducer::new(brokers, topic).expect("producer");
     for (key, payload) in messages {
-        producer.send(key.as_deref().map(str::as_bytes), payload).expect("send");
+        producer
+            .send(key.as_deref().map(str::as_bytes), payload)
+            .expect("send");
     }
     producer.flush().expect("flush");
 }
 
 pub fn reading_messages(readings: &[Reading]) -> Vec<(Option<String>, Vec<u8>)> {
-    readings.iter().map(|r| (Some(r.turnstile_id()), r.to_json().into_bytes())).collect()
+    readings
+        .iter()
+        .map(|r| (Some(r.turnstile_id()), r.to_json().into_bytes()))
+        .collect()
 }
 
 /// Reads the whole topic with a plain rdkafka consumer, independently of the engine.
@@ -68,20 +83,32 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize) -> Vec<TopicMessa
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("metadata");
     let mut assignment = TopicPartitionList::new();
     for partition in metadata.topics()[0].partitions() {
-        assignment.add_partition_offset(topic, partition.id(), Offset::Beginning).unwrap();
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&assignment).expect("assign");
     let mut messages = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while messages.len() < expected && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            messages.push(TopicMessage { partition: m.partition(), offset: m.offset(), payload: m.payload().unwrap_or_default().to_vec() });
+            messages.push(TopicMessage {
+                partition: m.partition(),
+                offset: m.offset(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
         }
     }
-    assert_eq!(messages.len(), expected, "could not read back the whole topic");
+    assert_eq!(
+        messages.len(),
+        expected,
+        "could not read back the whole topic"
+    );
     messages
 }
 
@@ -90,14 +117,25 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize) -> Vec<TopicMessa
 pub fn oracle<'a>(payloads: impl IntoIterator<Item = &'a [u8]>, window_us: i64) -> View {
     let mut view = View::new();
     for payload in payloads {
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else { continue };
-        let text = |f: &str| value.get(f).and_then(|v| v.as_str()).map(str::to_owned);
-        let count = |f: &str| value.get(f).and_then(|v| v.as_i64()).filter(|n| *n >= 0);
-        let strings_ok = ["ca", "unit", "scp", "linename", "division", "desc"].iter().all(|f| text(f).is_some());
-        let (Some(station), Some(ts), Some(entries), Some(exits)) = (text("station"), text("ts"), count("entries"), count("exits")) else {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
             continue;
         };
-        let Ok(ts) = chrono::DateTime::parse_from_rfc3339(&ts) else { continue };
+        let text = |f: &str| value.get(f).and_then(|v| v.as_str()).map(str::to_owned);
+        let count = |f: &str| value.get(f).and_then(|v| v.as_i64()).filter(|n| *n >= 0);
+        let strings_ok = ["ca", "unit", "scp", "linename", "division", "desc"]
+            .iter()
+            .all(|f| text(f).is_some());
+        let (Some(station), Some(ts), Some(entries), Some(exits)) = (
+            text("station"),
+            text("ts"),
+            count("entries"),
+            count("exits"),
+        ) else {
+            continue;
+        };
+        let Ok(ts) = chrono::DateTime::parse_from_rfc3339(&ts) else {
+            continue;
+        };
         if !strings_ok {
             continue;
         }
@@ -119,7 +157,14 @@ pub fn read_view(conn: &Connection, table: &str, window_us: i64) -> View {
     while let Some(row) = rows.next().unwrap() {
         let (start, end): (i64, i64) = (row.get(0).unwrap(), row.get(1).unwrap());
         assert_eq!(end - start, window_us, "window_end of a row");
-        let previous = view.insert((start, row.get(2).unwrap()), (row.get(3).unwrap(), row.get(4).unwrap(), row.get(5).unwrap()));
+        let previous = view.insert(
+            (start, row.get(2).unwrap()),
+            (
+                row.get(3).unwrap(),
+                row.get(4).unwrap(),
+                row.get(5).unwrap(),
+            ),
+        );
         assert!(previous.is_none(), "a group appears twice in {table}");
     }
     view
@@ -131,15 +176,32 @@ pub fn open_warehouse(path: &Path) -> Connection {
 
 /// Offsets recorded with one snapshot: partition → next offset.
 pub fn snapshot_offsets(conn: &Connection, snapshot_id: i64) -> BTreeMap<i32, i64> {
-    let mut statement = conn.prepare("SELECT \"partition\", next_offset FROM _offsets WHERE snapshot_id = ?").unwrap();
-    let rows = statement.query_map([snapshot_id], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+    let mut statement = conn
+        .prepare("SELECT \"partition\", next_offset FROM _offsets WHERE snapshot_id = ?")
+        .unwrap();
+    let rows = statement
+        .query_map([snapshot_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap();
     rows.map(Result::unwrap).collect()
 }
 
-pub fn pipeline(brokers: &str, topic: &str, warehouse: &Path, snapshot_interval_ms: u64) -> PipelineConfig {
+pub fn pipeline(
+    brokers: &str,
+    topic: &str,
+    warehouse: &Path,
+    snapshot_interval_ms: u64,
+) -> PipelineConfig {
     PipelineConfig {
-        source: KafkaSourceConfig { brokers: brokers.to_owned(), topic: topic.to_owned(), poll_batch: 4096, options: Default::default() },
-        view: tidewater::ViewConfig { table: "station_hourly".to_owned(), window: WindowConfig::default() },
+        source: KafkaSourceConfig {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            poll_batch: 4096,
+            options: Default::default(),
+        },
+        view: tidewater::ViewConfig {
+            table: "station_hourly".to_owned(),
+            window: WindowConfig::default(),
+        },
         warehouse: WarehouseConfig {
             path: warehouse.to_owned(),
             snapshot_interval: HumanDuration(Duration::from_millis(snapshot_interval_ms)),
@@ -152,8 +214,16 @@ pub fn assert_views_equal(actual: &View, expected: &View, context: &str) {
     if actual == expected {
         return;
     }
-    let missing: Vec<_> = expected.iter().filter(|(k, v)| actual.get(*k) != Some(v)).take(5).collect();
-    let extra: Vec<_> = actual.iter().filter(|(k, v)| expected.get(*k) != Some(v)).take(5).collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = actual
+        .iter()
+        .filter(|(k, v)| expected.get(*k) != Some(v))
+        .take(5)
+        .collect();
     panic!(
         "{context}: view differs from the oracle ({} rows vs {} expected)\n expected but not found: {missing:?}\n found but not expected: {extra:?}",
         actual.len(),

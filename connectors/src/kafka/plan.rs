@@ -34,8 +34,15 @@ impl SourcePlan {
         Ok(SourcePlan {
             topic: config.topic.clone(),
             start_offsets: watermarks.iter().map(|(p, (low, _))| (*p, *low)).collect(),
-            unretained: watermarks.iter().filter(|(_, (low, _))| *low > 0).map(|(p, (low, _))| (*p, *low)).collect(),
-            high_watermarks: watermarks.iter().map(|(p, (_, high))| (*p, *high)).collect(),
+            unretained: watermarks
+                .iter()
+                .filter(|(_, (low, _))| *low > 0)
+                .map(|(p, (low, _))| (*p, *low))
+                .collect(),
+            high_watermarks: watermarks
+                .iter()
+                .map(|(p, (_, high))| (*p, *high))
+                .collect(),
         })
     }
 
@@ -51,7 +58,9 @@ impl SourcePlan {
 
 /// Partition → (low, high) watermarks of the configured topic, or a clear error when the brokers
 /// cannot be reached or the topic does not exist.
-pub fn fetch_watermarks(config: &KafkaSourceConfig) -> Result<BTreeMap<i32, (i64, i64)>, ConnectorError> {
+pub fn fetch_watermarks(
+    config: &KafkaSourceConfig,
+) -> Result<BTreeMap<i32, (i64, i64)>, ConnectorError> {
     let unreachable = |e: KafkaError| ConnectorError::BrokerUnreachable {
         brokers: config.brokers.clone(),
         detail: e.to_string(),
@@ -59,13 +68,18 @@ pub fn fetch_watermarks(config: &KafkaSourceConfig) -> Result<BTreeMap<i32, (i64
     let consumer: BaseConsumer = consumer_config(config)
         .create()
         .map_err(|e| ConnectorError::Config(e.to_string()))?;
-    let metadata = consumer.fetch_metadata(Some(&config.topic), PREFLIGHT_TIMEOUT).map_err(unreachable)?;
+    let metadata = consumer
+        .fetch_metadata(Some(config.topic.as_str()), PREFLIGHT_TIMEOUT)
+        .map_err(unreachable)?;
     let topic = metadata
         .topics()
         .iter()
         .find(|t| t.name() == config.topic)
         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| ConnectorError::TopicMissing { topic: config.topic.clone(), brokers: config.brokers.clone() })?;
+        .ok_or_else(|| ConnectorError::TopicMissing {
+            topic: config.topic.clone(),
+            brokers: config.brokers.clone(),
+        })?;
     let mut watermarks = BTreeMap::new();
     for partition in topic.partitions() {
         let marks = consumer
@@ -78,5 +92,8 @@ pub fn fetch_watermarks(config: &KafkaSourceConfig) -> Result<BTreeMap<i32, (i64
 
 /// Partition → high watermark (the offset after the last message) of the configured topic.
 pub fn high_watermarks(config: &KafkaSourceConfig) -> Result<BTreeMap<i32, i64>, ConnectorError> {
-    Ok(fetch_watermarks(config)?.into_iter().map(|(p, (_, high))| (p, high)).collect())
+    Ok(fetch_watermarks(config)?
+        .into_iter()
+        .map(|(p, (_, high))| (p, high))
+        .collect())
 }

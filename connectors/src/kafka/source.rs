@@ -76,7 +76,10 @@ impl SourceControl {
     }
 
     pub fn take_failure(&self) -> Option<ConnectorError> {
-        self.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Records read by all sources so far.
@@ -110,20 +113,27 @@ pub fn kafka_source<'scope>(
     plan: &SourcePlan,
     snapshot_interval: Duration,
     control: Arc<SourceControl>,
-) -> (StreamVec<'scope, Epoch, RawRecord>, StreamVec<'scope, Epoch, SourceProgress>) {
+) -> (
+    StreamVec<'scope, Epoch, RawRecord>,
+    StreamVec<'scope, Epoch, SourceProgress>,
+) {
     let assigned = plan.partitions_of_worker(scope.index(), scope.peers());
     let consumer = if assigned.is_empty() {
         None
     } else {
-        assigned_consumer(config, &assigned).map_err(|error| control.fail(error)).ok()
+        assigned_consumer(config, &assigned)
+            .map_err(|error| control.fail(error))
+            .ok()
     };
 
     let mut builder = OperatorBuilder::new(format!("KafkaSource({})", config.topic), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let (records_output, records) = builder.new_output::<Vec<RawRecord>>();
     let (progress_output, progress) = builder.new_output::<Vec<SourceProgress>>();
-    let mut records_output = OutputBuilder::<_, CapacityContainerBuilder<Vec<RawRecord>>>::from(records_output);
-    let mut progress_output = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceProgress>>>::from(progress_output);
+    let mut records_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<RawRecord>>>::from(records_output);
+    let mut progress_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceProgress>>>::from(progress_output);
     let poll_batch = config.poll_batch.max(1);
     let source_config = config.clone();
 
@@ -136,7 +146,15 @@ pub fn kafka_source<'scope>(
             consumer,
             positions: assigned
                 .iter()
-                .map(|(p, offset)| (*p, PartitionPosition { next_offset: *offset, records_in_epoch: 0 }))
+                .map(|(p, offset)| {
+                    (
+                        *p,
+                        PartitionPosition {
+                            next_offset: *offset,
+                            records_in_epoch: 0,
+                        },
+                    )
+                })
                 .collect(),
             records_cap,
             progress_cap,
@@ -155,7 +173,9 @@ pub fn kafka_source<'scope>(
                         None => break,
                         Some(Ok(message)) => {
                             let partition = message.partition();
-                            let Some(position) = state.positions.get_mut(&partition) else { continue };
+                            let Some(position) = state.positions.get_mut(&partition) else {
+                                continue;
+                            };
                             position.next_offset = message.offset() + 1;
                             position.records_in_epoch += 1;
                             session.give(RawRecord {
@@ -166,18 +186,25 @@ pub fn kafka_source<'scope>(
                             polled += 1;
                         }
                         Some(Err(error)) => {
-                            if let Some(fatal) = classify_error(&source_config, &state.positions, error) {
+                            if let Some(fatal) =
+                                classify_error(&source_config, &state.positions, error)
+                            {
                                 control.fail(fatal);
                                 break;
                             }
                         }
                     }
                 }
-                control.records_in.fetch_add(polled as u64, Ordering::Relaxed);
+                control
+                    .records_in
+                    .fetch_add(polled as u64, Ordering::Relaxed);
             }
 
             let end_reached = control.end_offsets.get().is_some_and(|ends| {
-                state.positions.iter().all(|(p, pos)| pos.next_offset >= ends.get(p).copied().unwrap_or(0))
+                state
+                    .positions
+                    .iter()
+                    .all(|(p, pos)| pos.next_offset >= ends.get(p).copied().unwrap_or(0))
             });
             let finished = control.stop_requested() || end_reached;
             let now = Instant::now();
@@ -195,7 +222,9 @@ pub fn kafka_source<'scope>(
             if polled == poll_batch {
                 activator.activate();
             } else {
-                activator.activate_after(IDLE_POLL.min(state.epoch_deadline.saturating_duration_since(now)));
+                activator.activate_after(
+                    IDLE_POLL.min(state.epoch_deadline.saturating_duration_since(now)),
+                );
             }
         }
     });
@@ -219,7 +248,10 @@ fn close_epoch(
 }
 
 /// A consumer with the given partitions assigned at the given offsets.
-fn assigned_consumer(config: &KafkaSourceConfig, assigned: &BTreeMap<i32, i64>) -> Result<BaseConsumer, ConnectorError> {
+fn assigned_consumer(
+    config: &KafkaSourceConfig,
+    assigned: &BTreeMap<i32, i64>,
+) -> Result<BaseConsumer, ConnectorError> {
     let consumer: BaseConsumer = consumer_config(config)
         .create()
         .map_err(|e| ConnectorError::Config(e.to_string()))?;
@@ -229,10 +261,12 @@ fn assigned_consumer(config: &KafkaSourceConfig, assigned: &BTreeMap<i32, i64>) 
             .add_partition_offset(&config.topic, *partition, Offset::Offset(*offset))
             .map_err(|e| ConnectorError::Config(e.to_string()))?;
     }
-    consumer.assign(&assignment).map_err(|e| ConnectorError::Consume {
-        topic: config.topic.clone(),
-        detail: format!("assigning partitions: {e}"),
-    })?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| ConnectorError::Consume {
+            topic: config.topic.clone(),
+            detail: format!("assigning partitions: {e}"),
+        })?;
     Ok(consumer)
 }
 
@@ -245,7 +279,10 @@ fn classify_error(
     error: KafkaError,
 ) -> Option<ConnectorError> {
     let code = error.rdkafka_error_code();
-    if matches!(code, Some(RDKafkaErrorCode::OffsetOutOfRange) | Some(RDKafkaErrorCode::AutoOffsetReset)) {
+    if matches!(
+        code,
+        Some(RDKafkaErrorCode::OffsetOutOfRange) | Some(RDKafkaErrorCode::AutoOffsetReset)
+    ) {
         let retained = fetch_watermarks(config).unwrap_or_default();
         let (partition, offset, earliest) = positions
             .iter()
@@ -254,8 +291,16 @@ fn classify_error(
                 (pos.next_offset < low).then_some((*p, pos.next_offset, low))
             })
             .unwrap_or((-1, -1, -1));
-        return Some(ConnectorError::OffsetOutOfRetention { topic: config.topic.clone(), partition, offset, earliest });
+        return Some(ConnectorError::OffsetOutOfRetention {
+            topic: config.topic.clone(),
+            partition,
+            offset,
+            earliest,
+        });
     }
-    eprintln!("tidewater: warning: Kafka consumer of `{}`: {error} (retrying)", config.topic);
+    eprintln!(
+        "tidewater: warning: Kafka consumer of `{}`: {error} (retrying)",
+        config.topic
+    );
     None
 }

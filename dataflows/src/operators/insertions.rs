@@ -1,4 +1,4 @@
-//! The `as_insertions` operator: a timely stream of records becomes a differential collection.
+//! The `into_insertions` operator: a timely stream of records becomes a differential collection.
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
@@ -8,20 +8,24 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 /// Each record is inserted (diff +1) into the collection at the time it arrived.
-pub trait AsInsertions<'scope, T: Timestamp, D> {
-    fn as_insertions(self) -> VecCollection<'scope, T, D>;
+pub trait IntoInsertions<'scope, T: Timestamp, D> {
+    fn into_insertions(self) -> VecCollection<'scope, T, D>;
 }
 
-impl<'scope, T: Timestamp + TotalOrder, D: Clone + 'static> AsInsertions<'scope, T, D> for StreamVec<'scope, T, D> {
-    fn as_insertions(self) -> VecCollection<'scope, T, D> {
-        self.unary(Pipeline, "AsInsertions", |_capability, _info| {
+impl<'scope, T: Timestamp + TotalOrder, D: Clone + 'static> IntoInsertions<'scope, T, D>
+    for StreamVec<'scope, T, D>
+{
+    fn into_insertions(self) -> VecCollection<'scope, T, D> {
+        self.unary(Pipeline, "IntoInsertions", |_capability, _info| {
             move |input, output| {
                 input.for_each(|capability, data| {
-                    let Some(time) = capability.least().cloned() else { return };
+                    let Some(time) = capability.least().cloned() else {
+                        return;
+                    };
                     if let Some(capability) = capability.retain_least(output.output_index()) {
-                        output
-                            .session(&capability)
-                            .give_iterator(data.drain(..).map(|record| (record, time.clone(), 1isize)));
+                        output.session(&capability).give_iterator(
+                            data.drain(..).map(|record| (record, time.clone(), 1isize)),
+                        );
                     }
                 });
             }

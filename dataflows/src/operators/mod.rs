@@ -5,5 +5,5 @@ pub mod insertions;
 pub mod snapshot;
 
 pub use decode::DecodeReadings;
-pub use insertions::AsInsertions;
+pub use insertions::IntoInsertions;
 pub use snapshot::{CollectSnapshots, Snapshot, WRITER_WORKER};

@@ -34,7 +34,12 @@ pub struct Snapshot<D> {
 
 impl<D> Snapshot<D> {
     fn new(epoch: Epoch) -> Self {
-        Snapshot { epoch, changes: Vec::new(), rejects: Vec::new(), progress: Vec::new() }
+        Snapshot {
+            epoch,
+            changes: Vec::new(),
+            rejects: Vec::new(),
+            progress: Vec::new(),
+        }
     }
 
     /// Records read by the sources in this epoch (decoded or rejected).
@@ -60,7 +65,9 @@ pub trait CollectSnapshots<'scope, D> {
         F: FnMut(Snapshot<D>) + 'static;
 }
 
-impl<'scope, D: ExchangeData + Ord + Clone> CollectSnapshots<'scope, D> for StreamVec<'scope, Epoch, (D, Epoch, isize)> {
+impl<'scope, D: ExchangeData + Ord + Clone> CollectSnapshots<'scope, D>
+    for StreamVec<'scope, Epoch, (D, Epoch, isize)>
+{
     fn collect_snapshots<F>(
         self,
         rejects: StreamVec<'scope, Epoch, Rejected>,
@@ -80,22 +87,37 @@ impl<'scope, D: ExchangeData + Ord + Clone> CollectSnapshots<'scope, D> for Stre
                 // Changes carry their own epoch, which may be later than their message's.
                 changes_in.for_each(|_cap, data| {
                     for (row, epoch, diff) in data.drain(..) {
-                        stash.entry(epoch).or_insert_with(|| Snapshot::new(epoch)).changes.push((row, diff));
+                        stash
+                            .entry(epoch)
+                            .or_insert_with(|| Snapshot::new(epoch))
+                            .changes
+                            .push((row, diff));
                     }
                 });
                 rejects_in.for_each(|cap, data| {
                     if let Some(&epoch) = cap.least() {
-                        stash.entry(epoch).or_insert_with(|| Snapshot::new(epoch)).rejects.append(data);
+                        stash
+                            .entry(epoch)
+                            .or_insert_with(|| Snapshot::new(epoch))
+                            .rejects
+                            .append(data);
                     }
                 });
                 progress_in.for_each(|cap, data| {
                     if let Some(&epoch) = cap.least() {
-                        stash.entry(epoch).or_insert_with(|| Snapshot::new(epoch)).progress.append(data);
+                        stash
+                            .entry(epoch)
+                            .or_insert_with(|| Snapshot::new(epoch))
+                            .progress
+                            .append(data);
                     }
                 });
                 // An epoch is complete once no input can still deliver data for it.
                 while let Some(entry) = stash.first_entry() {
-                    if frontiers.iter().any(|frontier| frontier.less_equal(entry.key())) {
+                    if frontiers
+                        .iter()
+                        .any(|frontier| frontier.less_equal(entry.key()))
+                    {
                         break;
                     }
                     let mut snapshot = entry.remove();
