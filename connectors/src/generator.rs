@@ -311,8 +311,10 @@ mod tests {
 
     #[test]
     fn feed_is_realistic_enough() {
+        // 5 s between readings: 50,000 readings span about three days.
         let config = GeneratorConfig {
             late_fraction: 0.1,
+            mean_gap_us: 5_000_000,
             ..Default::default()
         };
         let generator = TurnstileGenerator::new(config);
