@@ -51,6 +51,17 @@ fn error_line(output: &Output) -> String {
     lines[0].to_owned()
 }
 
+/// Runs a pipeline that must fail; returns its one error line and how long it took.
+fn failed_run_error(config: &Path) -> (String, Duration) {
+    let (output, took) = run_pipeline(config, &[]);
+    assert!(
+        !output.status.success(),
+        "the run should fail:\n{}",
+        stderr(&output)
+    );
+    (error_line(&output), took)
+}
+
 fn free_loopback_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -84,10 +95,8 @@ fn unreachable_broker_fails_within_10_seconds() {
         "turnstile",
         &dir.path().join("w.duckdb"),
     );
-    let (output, took) = run_pipeline(&config, &[]);
-    assert!(!output.status.success());
+    let (line, took) = failed_run_error(&config);
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    let line = error_line(&output);
     assert!(
         line.contains("cannot reach Kafka brokers") && line.contains(&brokers),
         "{line}"
@@ -104,9 +113,7 @@ fn missing_topic_and_bad_pipeline_files_are_clear_errors() {
         "no_such_topic",
         &dir.path().join("w.duckdb"),
     );
-    let (output, _) = run_pipeline(&config, &[]);
-    assert!(!output.status.success());
-    let line = error_line(&output);
+    let (line, _) = failed_run_error(&config);
     assert!(
         line.contains("topic `no_such_topic` does not exist"),
         "{line}"
@@ -118,9 +125,7 @@ fn missing_topic_and_bad_pipeline_files_are_clear_errors() {
         "[source]\nbrokers = \"x\"\ntopic = \"t\"\nbatch = 3\n[warehouse]\npath = \"w\"\n",
     )
     .unwrap();
-    let (output, _) = run_pipeline(&bad, &[]);
-    assert!(!output.status.success());
-    let line = error_line(&output);
+    let (line, _) = failed_run_error(&bad);
     assert!(
         line.contains("bad.toml") && line.contains("line 4") && line.contains("batch"),
         "{line}"
@@ -144,9 +149,7 @@ fn unwritable_warehouse_stops_before_consuming() {
             "turnstile",
             &warehouse,
         );
-        let (output, _) = run_pipeline(&config, &[]);
-        assert!(!output.status.success());
-        let line = error_line(&output);
+        let (line, _) = failed_run_error(&config);
         assert!(
             line.contains("cannot be written") && line.contains(&warehouse.display().to_string()),
             "{line}"
@@ -171,9 +174,7 @@ fn warehouse_locked_by_another_process_stops_before_consuming() {
         "turnstile",
         &warehouse,
     );
-    let (output, _) = run_pipeline(&config, &[]);
-    assert!(!output.status.success());
-    let line = error_line(&output);
+    let (line, _) = failed_run_error(&config);
     assert!(line.contains("locked by another process"), "{line}");
     drop(holder);
 }
