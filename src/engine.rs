@@ -1,6 +1,6 @@
 //! Runs a pipeline: pre-flight checks, the timely workers, and the single warehouse writer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,6 @@ impl RunSummary {
 struct WriterState {
     snapshots: Arc<AtomicU64>,
     rejected: AtomicU64,
-    failed: AtomicBool,
     failure: Mutex<Option<SinkError>>,
 }
 
@@ -84,7 +83,7 @@ pub fn run(
         &config.source.topic,
     )?;
     let plan = SourcePlan::prepare(&config.source)?;
-    for (partition, earliest) in &plan.unretained {
+    for (partition, earliest) in plan.unretained() {
         eprintln!(
             "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
             plan.topic
@@ -132,26 +131,24 @@ pub fn run(
             totals
                 .inner
                 .collect_snapshots(rejects, progress, move |snapshot| {
-                    let Some(warehouse) = warehouse.as_mut() else {
+                    let Some(open) = warehouse.as_mut() else {
                         return;
                     };
-                    // After a failed commit, later epochs must not be committed on top of the gap.
-                    if writer.failed.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    match warehouse.commit(&snapshot) {
+                    match open.commit(&snapshot) {
                         Ok(Some(info)) => {
                             writer.snapshots.fetch_add(1, Ordering::Relaxed);
                             writer
                                 .rejected
                                 .fetch_add(info.records_rejected, Ordering::Relaxed);
                             if let Some(hook) = &on_commit {
-                                hook(warehouse.connection(), &info);
+                                hook(open.connection(), &info);
                             }
                         }
                         Ok(None) => {}
                         Err(error) => {
-                            writer.failed.store(true, Ordering::SeqCst);
+                            // Later epochs must not be committed on top of the gap: the
+                            // writer closes the file and ignores them.
+                            warehouse = None;
                             *writer.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
                             control.request_stop();
                         }

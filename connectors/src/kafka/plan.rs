@@ -21,8 +21,6 @@ pub struct SourcePlan {
     pub topic: String,
     /// Partition → first offset to read.
     pub start_offsets: BTreeMap<i32, i64>,
-    /// Partition → offsets the broker no longer retains below the start (logged, not hidden).
-    pub unretained: BTreeMap<i32, i64>,
     /// Partition → high watermark when the plan was made: where `--exit-at-end` stops.
     pub high_watermarks: BTreeMap<i32, i64>,
 }
@@ -34,16 +32,20 @@ impl SourcePlan {
         Ok(SourcePlan {
             topic: config.topic.clone(),
             start_offsets: watermarks.iter().map(|(p, (low, _))| (*p, *low)).collect(),
-            unretained: watermarks
-                .iter()
-                .filter(|(_, (low, _))| *low > 0)
-                .map(|(p, (low, _))| (*p, *low))
-                .collect(),
             high_watermarks: watermarks
                 .iter()
                 .map(|(p, (_, high))| (*p, *high))
                 .collect(),
         })
+    }
+
+    /// Partitions whose start is above offset 0: the broker no longer retains their earlier
+    /// offsets (logged by the engine, not hidden). Partition → first retained offset.
+    pub fn unretained(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.start_offsets
+            .iter()
+            .filter(|(_, start)| **start > 0)
+            .map(|(p, start)| (*p, *start))
     }
 
     /// The partitions a worker reads: partition p goes to worker p mod peers.
