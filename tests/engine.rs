@@ -119,6 +119,7 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
             progress: false,
             on_commit: Some(hook),
         };
+        let source = config.source.clone();
         let engine = std::thread::spawn(move || run(&config, options, engine_control));
         let mut producer = TopicProducer::new(&brokers, &topic).unwrap();
         for (key, payload) in reading_messages(&data) {
@@ -128,12 +129,6 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
             producer.pace(Some(2_500.0));
         }
         producer.flush().unwrap();
-        let source = tidewater_connectors::KafkaSourceConfig {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            poll_batch: 64,
-            options: Default::default(),
-        };
         control.set_end_offsets(tidewater_connectors::kafka::high_watermarks(&source).unwrap());
         engine.join().unwrap().unwrap();
         let messages = read_topic(&brokers, &topic, data.len());
