@@ -34,16 +34,21 @@ impl HumanDuration {
         let ms = number
             .checked_mul(unit_ms)
             .ok_or_else(|| err("too large"))?;
-        if ms == 0 {
-            return Err(err("must be positive"));
-        }
         Ok(HumanDuration(Duration::from_millis(ms)))
+    }
+
+    /// The duration in microseconds, the unit of event time.
+    pub fn micros(self) -> i64 {
+        i64::try_from(self.0.as_micros()).unwrap_or(i64::MAX)
     }
 }
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
         for (unit, size) in [
             ("d", 86_400_000),
             ("h", 3_600_000),
@@ -95,7 +100,8 @@ mod tests {
             assert_eq!(d.0.as_millis(), ms);
             assert_eq!(d.to_string(), shown);
         }
-        for bad in ["", "h", "10", "5 parsecs", "0s"] {
+        assert_eq!(HumanDuration::parse("0s").unwrap().to_string(), "0s");
+        for bad in ["", "h", "10", "5 parsecs"] {
             assert!(HumanDuration::parse(bad).is_err(), "{bad}");
         }
     }

@@ -15,11 +15,13 @@ pub mod duration;
 pub mod error;
 pub mod operators;
 pub mod reading;
+pub mod value;
 pub mod window;
 
 pub use aggregate::{station_window_totals, StationTotals, StationWindow};
 pub use error::DataflowError;
 pub use reading::{EventTime, RawRecord, Reading, Rejected, SourceProgress};
+pub use value::{FieldType, Value};
 pub use window::{TumblingWindow, WindowConfig};
 
 /// Timely time of every Tidewater dataflow: the ingestion epoch, closed by the sources every
