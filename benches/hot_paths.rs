@@ -1,19 +1,20 @@
-//! Criterion benches of the hot paths: decode, window assignment, incremental aggregate update,
-//! and the DuckDB commit of a snapshot with 10k changed rows.
+//! Criterion benches of the hot paths: decode, window assignment, the whole view dataflow per
+//! window kind, and the DuckDB commit of a snapshot with 10k changed rows.
 //!
 //! Run: `cargo bench --bench hot_paths`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use differential_dataflow::input::Input;
+use tidewater::demo::TURNSTILE_PIPELINE;
+use tidewater::Pipeline;
 use tidewater_connectors::{GeneratorConfig, TurnstileGenerator};
-use tidewater_dataflows::decode::decode_reading;
-use tidewater_dataflows::operators::Snapshot;
+use tidewater_dataflows::operators::{CollectSnapshots, Snapshot, ViewChange};
 use tidewater_dataflows::{
-    station_window_totals, StationTotals, StationWindow, TumblingWindow, WindowConfig,
+    build_views, RawRecord, SourceProgress, SourceStreams, Value, WindowKind,
 };
 use tidewater_sinks::Warehouse;
+use timely::dataflow::operators::vec::Input;
 
 fn payloads(n: usize) -> Vec<Vec<u8>> {
     TurnstileGenerator::new(GeneratorConfig::default())
@@ -22,14 +23,28 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The turnstile pipeline with only the named views (all of them if none are named).
+fn pipeline_with(views: &[&str]) -> Pipeline {
+    let mut pipeline = Pipeline::from_toml(TURNSTILE_PIPELINE, "turnstile.toml").unwrap();
+    if !views.is_empty() {
+        pipeline
+            .config
+            .views
+            .retain(|v| views.contains(&v.name.as_str()));
+    }
+    Pipeline::new(pipeline.config).unwrap()
+}
+
 fn decode(c: &mut Criterion) {
     let payloads = payloads(10_000);
+    let pipeline = pipeline_with(&["station_hourly"]);
+    let schema = &pipeline.sources[0].schema;
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(payloads.len() as u64));
     group.bench_function("json_reading_x10k", |b| {
         b.iter(|| {
             for p in &payloads {
-                black_box(decode_reading(black_box(p)).unwrap());
+                black_box(schema.decode(black_box(p)).unwrap());
             }
         })
     });
@@ -37,109 +52,163 @@ fn decode(c: &mut Criterion) {
 }
 
 fn window_assignment(c: &mut Criterion) {
-    let window = TumblingWindow::new(&WindowConfig::default());
     let times: Vec<i64> = TurnstileGenerator::new(GeneratorConfig::default())
         .take(10_000)
         .map(|r| r.ts)
         .collect();
     let mut group = c.benchmark_group("window");
     group.throughput(Throughput::Elements(times.len() as u64));
-    group.bench_function("tumbling_start_of_x10k", |b| {
-        b.iter(|| {
-            times
-                .iter()
-                .fold(0i64, |acc, t| acc ^ window.start_of(black_box(*t)))
-        })
-    });
+    for (name, window) in [
+        (
+            "tumbling_1h_x10k",
+            WindowKind::Hopping {
+                size: 3_600_000_000,
+                slide: 3_600_000_000,
+            },
+        ),
+        (
+            "hopping_15m_1m_x10k",
+            WindowKind::Hopping {
+                size: 900_000_000,
+                slide: 60_000_000,
+            },
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                times.iter().fold(0i64, |acc, t| {
+                    window
+                        .fixed_windows(black_box(*t))
+                        .fold(acc, |acc, (start, _)| acc ^ start)
+                })
+            })
+        });
+    }
     group.finish();
 }
 
-fn aggregate_update(c: &mut Criterion) {
-    let readings: Vec<_> = TurnstileGenerator::new(GeneratorConfig::default())
-        .take(100_000)
-        .collect();
-    let mut group = c.benchmark_group("aggregate");
-    group.throughput(Throughput::Elements(readings.len() as u64));
-    group.sample_size(10);
-    group.bench_function("station_window_totals_100k_in_10_epochs", |b| {
-        b.iter(|| {
-            let readings = readings.clone();
-            timely::execute_directly(move |worker| {
-                let window = TumblingWindow::new(&WindowConfig::default());
-                let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-                    let (input, collection) = scope.new_collection();
-                    let (probe, _) = station_window_totals(collection, window).probe();
-                    (input, probe)
+/// Runs `payloads` through the view dataflow of `pipeline` on one worker, in 10 epochs.
+fn run_views(pipeline: &Pipeline, payloads: &[Vec<u8>]) -> usize {
+    let (pipeline, payloads) = (pipeline.clone(), payloads.to_vec());
+    let changes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&changes);
+    timely::execute(timely::Config::thread(), move |worker| {
+        let counted = std::sync::Arc::clone(&counted);
+        let (mut records, mut progress) = worker.dataflow::<u64, _, _>(|scope| {
+            let (records_in, records) = scope.new_input::<RawRecord>();
+            let (progress_in, progress) = scope.new_input::<SourceProgress>();
+            build_views(
+                scope,
+                &pipeline.sources,
+                &pipeline.views,
+                vec![SourceStreams { records, progress }],
+            )
+            .collect_snapshots(move |snapshot: Snapshot| {
+                counted.fetch_add(snapshot.changes.len(), std::sync::atomic::Ordering::Relaxed);
+            });
+            (records_in, progress_in)
+        });
+        let chunk = payloads.len().div_ceil(10);
+        for (epoch, part) in payloads.chunks(chunk).enumerate() {
+            for (i, payload) in part.iter().enumerate() {
+                records.send(RawRecord {
+                    partition: 0,
+                    offset: (epoch * chunk + i) as i64,
+                    payload: payload.clone(),
                 });
-                for (epoch, chunk) in readings.chunks(10_000).enumerate() {
-                    for r in chunk {
-                        input.insert(r.clone());
-                    }
-                    input.advance_to(epoch as u64 + 1);
-                    input.flush();
-                    worker.step_while(|| probe.less_than(input.time()));
-                }
-            })
-        })
-    });
+            }
+            progress.send(SourceProgress {
+                partition: 0,
+                next_offset: ((epoch + 1) * chunk) as i64,
+                records: part.len() as u64,
+                max_event_time: None,
+                idle: false,
+            });
+            records.advance_to(epoch as u64 + 1);
+            progress.advance_to(epoch as u64 + 1);
+            worker.step();
+        }
+    })
+    .unwrap();
+    changes.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn views(c: &mut Criterion) {
+    let payloads = payloads(100_000);
+    let mut group = c.benchmark_group("views");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(payloads.len() as u64));
+    for (name, views) in [
+        ("tumbling_station_hourly_100k", vec!["station_hourly"]),
+        ("hopping_15m_1m_100k", vec!["station_busy_15m"]),
+        ("session_turnstiles_100k", vec!["turnstile_sessions"]),
+        ("global_division_totals_100k", vec!["division_totals"]),
+        ("all_turnstile_views_100k", vec![]),
+    ] {
+        let pipeline = pipeline_with(&views);
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(run_views(&pipeline, &payloads)))
+        });
+    }
     group.finish();
 }
 
 fn sink_commit(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut warehouse =
-        Warehouse::open(&dir.path().join("bench.duckdb"), "station_hourly", "bench").unwrap();
-    let hour = 3_600_000_000i64;
-    let mut epoch = 0u64;
+    let pipeline = pipeline_with(&["station_hourly"]);
+    let changes: Vec<ViewChange> = (0..10_000i64)
+        .map(|i| {
+            let key = vec![
+                Value::String(format!("STATION {i}")),
+                Value::Timestamp(i * 3_600_000_000),
+            ];
+            let mut row = key.clone();
+            row.extend([
+                Value::Timestamp((i + 1) * 3_600_000_000),
+                Value::Int(i),
+                Value::BigInt(i as i128 * 3),
+                Value::BigInt(i as i128 * 2),
+                Value::Bool(false),
+            ]);
+            ViewChange {
+                view: 0,
+                key,
+                row: Some(row),
+            }
+        })
+        .collect();
     let mut group = c.benchmark_group("sink");
-    group.throughput(Throughput::Elements(10_000));
     group.sample_size(10);
-    group.bench_function("commit_snapshot_10k_changed_rows", |b| {
+    group.throughput(Throughput::Elements(changes.len() as u64));
+    group.bench_function("commit_10k_upserts", |b| {
         b.iter_batched(
             || {
-                epoch += 1;
-                // 10k groups: each retracts its previous row (after the first epoch) and inserts a new one.
-                let mut changes = Vec::with_capacity(20_000);
-                for i in 0..10_000i64 {
-                    let group = StationWindow {
-                        window_start: (i % 100) * hour,
-                        window_end: (i % 100 + 1) * hour,
-                        station: format!("S{}", i / 100),
-                    };
-                    let totals = |e: u64| StationTotals {
-                        readings: e as i64,
-                        entries: 10 * e as i64,
-                        exits: 7 * e as i64,
-                    };
-                    if epoch > 1 {
-                        changes.push(((group.clone(), totals(epoch - 1)), -1));
-                    }
-                    changes.push(((group, totals(epoch)), 1));
-                }
-                let progress = vec![tidewater_dataflows::SourceProgress {
-                    partition: 0,
-                    next_offset: epoch as i64 * 10_000,
-                    records: 10_000,
-                }];
-                Snapshot {
-                    epoch,
-                    changes,
-                    rejects: Vec::new(),
-                    progress,
-                }
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("bench.duckdb");
+                let warehouse =
+                    Warehouse::open(&path, &pipeline.views, &pipeline.source_infos()).unwrap();
+                let snapshot = Snapshot {
+                    epoch: 1,
+                    changes: changes.clone(),
+                    progress: vec![(
+                        0,
+                        SourceProgress {
+                            partition: 0,
+                            next_offset: 10_000,
+                            records: 10_000,
+                            max_event_time: None,
+                            idle: false,
+                        },
+                    )],
+                    ..Snapshot::default()
+                };
+                (dir, warehouse, snapshot)
             },
-            |snapshot| warehouse.commit(&snapshot).unwrap(),
-            BatchSize::LargeInput,
+            |(_dir, mut warehouse, snapshot)| black_box(warehouse.commit(&snapshot).unwrap()),
+            BatchSize::PerIteration,
         )
     });
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    decode,
-    window_assignment,
-    aggregate_update,
-    sink_commit
-);
+criterion_group!(benches, decode, window_assignment, views, sink_commit);
 criterion_main!(benches);

@@ -8,16 +8,12 @@ use std::time::Duration;
 use duckdb::Connection;
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{
-    ConnectorError, EmbeddedBroker, GeneratorConfig, KafkaSourceConfig, SourceControl,
-    TurnstileGenerator,
+    ConnectorError, EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator,
 };
-use tidewater_dataflows::duration::HumanDuration;
-use tidewater_dataflows::WindowConfig;
-use tidewater_sinks::WarehouseConfig;
 
 use crate::engine::{run, RunOptions, RunSummary};
 use crate::error::EngineError;
-use crate::pipeline::{PipelineConfig, ViewConfig};
+use crate::pipeline::Pipeline;
 
 pub const DEMO_TOPIC: &str = "turnstile";
 
@@ -28,30 +24,33 @@ pub struct DemoOptions {
     pub partitions: i32,
     pub seed: u64,
     pub warehouse: PathBuf,
+    /// A pipeline file to run instead of the turnstile pipeline (its first source must read
+    /// turnstile readings; brokers and warehouse path are replaced).
+    pub pipeline: Option<PathBuf>,
 }
 
 /// Readings the producer may run ahead of the engine per partition: well inside the embedded
 /// broker's 5 MiB retention (about 25,000 readings of ~200 bytes).
 const MAX_LAG_PER_PARTITION: u64 = 8_000;
 
+/// The turnstile pipeline file (`tidewater demo --print-pipeline` prints it).
+pub const TURNSTILE_PIPELINE: &str = include_str!("turnstile.toml");
+
 /// The pipeline the demo runs against a broker at `brokers`.
-pub fn demo_pipeline(brokers: &str, warehouse: &Path) -> PipelineConfig {
-    PipelineConfig {
-        source: KafkaSourceConfig {
-            brokers: brokers.to_owned(),
-            topic: DEMO_TOPIC.to_owned(),
-            poll_batch: 4096,
-            options: Default::default(),
-        },
-        view: ViewConfig {
-            table: "station_hourly".to_owned(),
-            window: WindowConfig::default(),
-        },
-        warehouse: WarehouseConfig {
-            path: warehouse.to_owned(),
-            snapshot_interval: HumanDuration(Duration::from_secs(1)),
-        },
+pub fn demo_pipeline(brokers: &str, warehouse: &Path) -> Pipeline {
+    let pipeline = Pipeline::from_toml(TURNSTILE_PIPELINE, "turnstile.toml")
+        .expect("the built-in pipeline is valid");
+    point_at(pipeline, brokers, warehouse)
+}
+
+/// The pipeline with every source reading `brokers` and the warehouse at `warehouse`.
+fn point_at(mut pipeline: Pipeline, brokers: &str, warehouse: &Path) -> Pipeline {
+    for source in &mut pipeline.config.sources {
+        source.brokers = brokers.to_owned();
     }
+    pipeline.config.sources[0].topic = DEMO_TOPIC.to_owned();
+    pipeline.config.warehouse.path = warehouse.to_owned();
+    pipeline
 }
 
 /// Removes a warehouse file and its write-ahead log, so that a demo starts from nothing.
@@ -80,11 +79,14 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
         "tidewater demo: embedded broker at {brokers}, topic `{DEMO_TOPIC}` with {} partitions; producing {} readings while {} workers consume",
         options.partitions, options.events, options.workers
     );
-    let config = demo_pipeline(&brokers, &options.warehouse);
+    let config = match &options.pipeline {
+        Some(path) => point_at(Pipeline::load(path)?, &brokers, &options.warehouse),
+        None => demo_pipeline(&brokers, &options.warehouse),
+    };
     let control = SourceControl::new();
 
     let producer_control = Arc::clone(&control);
-    let producer_config = config.source.clone();
+    let producer_config = config.config.sources[0].kafka();
     let (events, seed, partitions) = (options.events, options.seed, options.partitions as u64);
     let producer = std::thread::spawn(move || -> Result<(), ConnectorError> {
         let mut producer = TopicProducer::new(&producer_config.brokers, &producer_config.topic)?;
@@ -111,9 +113,10 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
         }
         producer.flush()?;
         // Everything is in the topic: the run ends once it has read up to here.
-        producer_control.set_end_offsets(tidewater_connectors::kafka::high_watermarks(
-            &producer_config,
-        )?);
+        producer_control.set_end_offsets(
+            &producer_config.topic,
+            tidewater_connectors::kafka::high_watermarks(&producer_config)?,
+        );
         Ok(())
     });
 
@@ -164,7 +167,7 @@ pub fn print_sample_query(warehouse: &Path) -> Result<(), duckdb::Error> {
         "{:<20} {:<18} {:>9} {:>9} {:>9}",
         "window_start", "station", "entries", "exits", "readings"
     );
-    let mut statement = conn.prepare(&format!("SELECT strftime(window_start, '%Y-%m-%d %H:%M'), station, entries, exits, readings FROM ({BUSIEST_STATIONS_SQL})"))?;
+    let mut statement = conn.prepare(&format!("SELECT strftime(window_start, '%Y-%m-%d %H:%M'), station, entries::BIGINT, exits::BIGINT, readings FROM ({BUSIEST_STATIONS_SQL})"))?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let (start, station, entries, exits, readings): (String, String, i64, i64, i64) = (

@@ -7,14 +7,12 @@ use std::time::{Duration, Instant};
 use duckdb::Connection;
 use tidewater_connectors::kafka::kafka_source;
 use tidewater_connectors::{SourceControl, SourcePlan};
-use tidewater_dataflows::operators::{
-    CollectSnapshots, DecodeReadings, IntoInsertions, WRITER_WORKER,
-};
-use tidewater_dataflows::{station_window_totals, Epoch, TumblingWindow};
+use tidewater_dataflows::operators::{CollectSnapshots, WRITER_WORKER};
+use tidewater_dataflows::{build_views, Epoch, SourceStreams};
 use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
 
 use crate::error::EngineError;
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::Pipeline;
 use crate::progress::ProgressLine;
 
 /// Called on the writer after each committed snapshot, with the writer's connection (tests use
@@ -49,6 +47,7 @@ pub struct RunSummary {
     pub workers: usize,
     pub records_in: u64,
     pub records_rejected: u64,
+    pub records_late: u64,
     pub snapshots: u64,
     pub elapsed: Duration,
 }
@@ -64,6 +63,7 @@ impl RunSummary {
 struct WriterState {
     snapshots: Arc<AtomicU64>,
     rejected: AtomicU64,
+    late: AtomicU64,
     failure: Mutex<Option<SinkError>>,
 }
 
@@ -71,38 +71,42 @@ struct WriterState {
 /// `control` later), on `control.request_stop()` (Ctrl-C), or on a fatal error. Every stop ends
 /// with the last complete epoch committed.
 pub fn run(
-    config: &PipelineConfig,
+    pipeline: &Pipeline,
     options: RunOptions,
     control: Arc<SourceControl>,
 ) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
+    let config = &pipeline.config;
     // Pre-flight: the warehouse first (nothing is consumed if it cannot be written), then Kafka.
     let warehouse = Warehouse::open(
         &config.warehouse.path,
-        &config.view.table,
-        &config.source.topic,
+        &pipeline.views,
+        &pipeline.source_infos(),
     )?;
-    let plan = SourcePlan::prepare(&config.source)?;
-    for (partition, earliest) in plan.unretained() {
-        eprintln!(
-            "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
-            plan.topic
-        );
-    }
-    if options.exit_at_end {
-        control.set_end_offsets(plan.high_watermarks.clone());
+    let mut plans = Vec::new();
+    for source in &config.sources {
+        let plan = SourcePlan::prepare(&source.kafka())?;
+        for (partition, earliest) in plan.unretained() {
+            eprintln!(
+                "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
+                plan.topic
+            );
+        }
+        if options.exit_at_end {
+            control.set_end_offsets(&plan.topic, plan.high_watermarks.clone());
+        }
+        plans.push(plan);
     }
 
     let workers = options.workers.max(1);
     let warehouse_slot = Arc::new(Mutex::new(Some(warehouse)));
     let writer = Arc::new(WriterState::default());
-    let window = TumblingWindow::new(&config.view.window);
     let snapshot_interval = config.warehouse.snapshot_interval.0;
     let progress_line = options
         .progress
         .then(|| ProgressLine::start(Arc::clone(&control), Arc::clone(&writer.snapshots)));
 
-    let worker_config = Arc::new(config.clone());
+    let worker_pipeline = Arc::new((pipeline.clone(), plans));
     let worker_control = Arc::clone(&control);
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
@@ -118,19 +122,26 @@ pub fn run(
         let control = Arc::clone(&worker_control);
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
+        let (pipeline, plans) = &*worker_pipeline;
         worker.dataflow::<Epoch, _, _>(|scope| {
-            let (records, progress) = kafka_source(
-                scope,
-                &worker_config.source,
-                &plan,
-                snapshot_interval,
-                Arc::clone(&control),
-            );
-            let (readings, rejects) = records.decode_readings();
-            let totals = station_window_totals(readings.into_insertions(), window);
-            totals
-                .inner
-                .collect_snapshots(rejects, progress, move |snapshot| {
+            let sources = pipeline
+                .config
+                .sources
+                .iter()
+                .zip(plans)
+                .map(|(source, plan)| {
+                    let (records, progress) = kafka_source(
+                        scope,
+                        &source.kafka(),
+                        plan,
+                        snapshot_interval,
+                        Arc::clone(&control),
+                    );
+                    SourceStreams { records, progress }
+                })
+                .collect();
+            build_views(scope, &pipeline.sources, &pipeline.views, sources).collect_snapshots(
+                move |snapshot| {
                     let Some(open) = warehouse.as_mut() else {
                         return;
                     };
@@ -140,6 +151,7 @@ pub fn run(
                             writer
                                 .rejected
                                 .fetch_add(info.records_rejected, Ordering::Relaxed);
+                            writer.late.fetch_add(info.records_late, Ordering::Relaxed);
                             if let Some(hook) = &on_commit {
                                 hook(open.connection(), &info);
                             }
@@ -153,7 +165,8 @@ pub fn run(
                             control.request_stop();
                         }
                     }
-                });
+                },
+            );
         });
         while worker.step_or_park(Some(Duration::from_millis(10))) {}
     })
@@ -179,6 +192,7 @@ pub fn run(
         workers,
         records_in: control.records_in(),
         records_rejected: writer.rejected.load(Ordering::Relaxed),
+        records_late: writer.late.load(Ordering::Relaxed),
         snapshots: writer.snapshots.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })

@@ -2,10 +2,9 @@
 //! consistent snapshots into a DuckDB warehouse file.
 //!
 //! The data path, each step in its own place:
-//! Kafka source (`tidewater_connectors::kafka`) → decode (`tidewater_dataflows::operators::decode`)
-//! → event time and tumbling window (`tidewater_dataflows::window`) → aggregate
-//! (`tidewater_dataflows::aggregate`) → snapshot (`tidewater_dataflows::operators::snapshot`) →
-//! DuckDB (`tidewater_sinks`). This crate reads the pipeline file and wires the steps together.
+//! Kafka source (`tidewater_connectors::kafka`) → decode, event time and watermarks, windows,
+//! aggregates, finalization and snapshots (`tidewater_dataflows::graph::build_views`) → DuckDB
+//! (`tidewater_sinks`). This crate reads the pipeline file and wires the steps together.
 
 pub mod demo;
 pub mod engine;
@@ -15,4 +14,4 @@ pub mod progress;
 
 pub use engine::{run, CommitHook, RunOptions, RunSummary};
 pub use error::EngineError;
-pub use pipeline::{PipelineConfig, ViewConfig};
+pub use pipeline::{Pipeline, PipelineConfig, SourceConfig};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use tidewater::demo::{print_sample_query, run_demo, DemoOptions};
-use tidewater::{run, PipelineConfig, RunOptions};
+use tidewater::demo::{print_sample_query, run_demo, DemoOptions, TURNSTILE_PIPELINE};
+use tidewater::{run, Pipeline, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
 use tidewater_dataflows::decode::decode_reading;
@@ -30,8 +30,10 @@ enum Command {
     Broker(BrokerArgs),
     /// Produce generated turnstile readings, or replay a JSONL file, to a Kafka topic.
     Produce(ProduceArgs),
-    /// Run a pipeline: Kafka topic → windowed aggregates → DuckDB snapshots.
+    /// Run a pipeline: Kafka topics → windowed aggregates → DuckDB snapshots.
     Run(RunArgs),
+    /// Check a pipeline file without running it, and print its views with their table schemas.
+    Check(CheckArgs),
     /// Embedded broker + generated readings + the pipeline on all cores, then a sample query.
     Demo(DemoArgs),
 }
@@ -87,6 +89,12 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Readings to generate.
     #[arg(long, default_value_t = 1_000_000)]
@@ -101,6 +109,13 @@ struct DemoArgs {
     /// The warehouse file the demo (re)creates.
     #[arg(long, default_value = "tidewater-demo.duckdb")]
     warehouse: PathBuf,
+    /// Run this pipeline file instead of the built-in one (its first source must read turnstile
+    /// readings from topic `turnstile`; brokers and the warehouse path are replaced).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Print the demo's pipeline file (a complete example to start from) and exit.
+    #[arg(long)]
+    print_pipeline: bool,
 }
 
 fn main() {
@@ -115,6 +130,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Broker(args) => broker(args),
         Command::Produce(args) => produce(args),
         Command::Run(args) => run_pipeline(args),
+        Command::Check(args) => check(args),
         Command::Demo(args) => demo(args),
     }
 }
@@ -198,18 +214,35 @@ fn produce(args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
+fn check(args: CheckArgs) -> Result<()> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    println!(
+        "{}: ok, {} source(s), {} view(s)\n",
+        args.pipeline.display(),
+        pipeline.sources.len(),
+        pipeline.views.len()
+    );
+    print!("{}", pipeline.describe());
+    Ok(())
+}
+
 fn run_pipeline(args: RunArgs) -> Result<()> {
-    let config = PipelineConfig::load(&args.config)?;
+    let pipeline = Pipeline::load(&args.config)?;
     let control = SourceControl::new();
     stop_on_signals(&control)?;
     let workers = args.workers.unwrap_or_else(all_cores);
+    for source in &pipeline.config.sources {
+        eprintln!(
+            "tidewater run: source {}: topic `{}` on {}",
+            source.name, source.topic, source.brokers
+        );
+    }
+    for view in &pipeline.views {
+        eprintln!("tidewater run: view {}: {}", view.name, view.describe());
+    }
     eprintln!(
-        "tidewater run: `{}` on {} → view `{}` ({} tumbling windows per station) in {}, {} workers",
-        config.source.topic,
-        config.source.brokers,
-        config.view.table,
-        config.view.window.size,
-        config.warehouse.path.display(),
+        "tidewater run: warehouse {}, {} workers",
+        pipeline.config.warehouse.path.display(),
         workers
     );
     let options = RunOptions {
@@ -218,16 +251,17 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         progress: true,
         on_commit: None,
     };
-    let summary = run(&config, options, Arc::clone(&control))?;
+    let summary = run(&pipeline, options, Arc::clone(&control))?;
     let how = if control.stop_flag().load(Ordering::Relaxed) && !args.exit_at_end {
         "stopped"
     } else {
         "finished"
     };
     eprintln!(
-        "tidewater run: {how}: {} records ({} rejected) in {:.1}s, {:.0} events/s, {} snapshots committed",
+        "tidewater run: {how}: {} records ({} rejected, {} late) in {:.1}s, {:.0} events/s, {} snapshots committed",
         summary.records_in,
         summary.records_rejected,
+        summary.records_late,
         summary.elapsed.as_secs_f64(),
         summary.events_per_second(),
         summary.snapshots
@@ -236,21 +270,27 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
+    if args.print_pipeline {
+        print!("{TURNSTILE_PIPELINE}");
+        return Ok(());
+    }
     let options = DemoOptions {
         events: args.events,
         workers: args.workers.unwrap_or_else(all_cores),
         partitions: args.partitions,
         seed: args.seed,
         warehouse: args.warehouse,
+        pipeline: args.pipeline,
     };
     let summary = run_demo(&options)?;
     println!(
-        "tidewater demo: {} readings through {} workers in {:.1}s: {:.0} events/s ({} rejected, {} snapshots)",
+        "tidewater demo: {} readings through {} workers in {:.1}s: {:.0} events/s ({} rejected, {} late, {} snapshots)",
         summary.records_in,
         summary.workers,
         summary.elapsed.as_secs_f64(),
         summary.events_per_second(),
         summary.records_rejected,
+        summary.records_late,
         summary.snapshots
     );
     print_sample_query(&options.warehouse).context("querying the demo warehouse")?;

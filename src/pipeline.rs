@@ -1,81 +1,223 @@
-//! The pipeline file: one Kafka source, one station view, one warehouse.
+//! The pipeline file: sources, views, warehouse. See the README for a complete example.
 //!
 //! ```toml
-//! [source]
+//! [[sources]]
+//! name = "turnstiles"
 //! brokers = "127.0.0.1:9092"
 //! topic = "turnstile"
+//! format = "json"
+//! event_time = "ts"
+//! max_out_of_orderness = "1m"
+//! schema = [
+//!     { name = "station", type = "string" },
+//!     { name = "ts", type = "timestamp" },
+//!     { name = "entries", type = "int" },
+//! ]
 //!
-//! [view]
-//! table = "station_hourly"
-//! window = { size = "1h" }
+//! [[views]]
+//! name = "station_hourly"
+//! group_by = ["station"]
+//! window = { type = "tumbling", size = "1h" }
+//! aggregates = [{ column = "entries", fn = "sum", field = "entries" }]
 //!
 //! [warehouse]
 //! path = "warehouse.duckdb"
-//! snapshot_interval = "1s"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tidewater_connectors::KafkaSourceConfig;
-use tidewater_dataflows::WindowConfig;
-use tidewater_sinks::WarehouseConfig;
+use tidewater_dataflows::duration::HumanDuration;
+use tidewater_dataflows::operators::WatermarkConfig;
+use tidewater_dataflows::view::check_identifier;
+use tidewater_dataflows::{
+    FieldConfig, Format, Schema, SourceSpec, TimestampFormat, ViewConfig, ViewSpec,
+};
+use tidewater_sinks::{SourceInfo, WarehouseConfig};
 
 use crate::error::EngineError;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    pub source: KafkaSourceConfig,
-    #[serde(default)]
-    pub view: ViewConfig,
+    pub sources: Vec<SourceConfig>,
+    pub views: Vec<ViewConfig>,
     pub warehouse: WarehouseConfig,
 }
 
-/// `[view]`: readings count, entries and exits per station and tumbling event-time window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `[[sources]]`: a Kafka topic, the format of its messages and how its event time behaves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ViewConfig {
-    /// The DuckDB table holding the view (default `station_hourly`).
-    #[serde(default = "default_table")]
-    pub table: String,
-    #[serde(default)]
-    pub window: WindowConfig,
+pub struct SourceConfig {
+    /// How views refer to the source.
+    pub name: String,
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    pub topic: String,
+    /// Most messages one worker takes from librdkafka per activation.
+    #[serde(default = "default_poll_batch")]
+    pub poll_batch: usize,
+    /// Extra librdkafka properties (e.g. `security.protocol`); the ones Tidewater forces win.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// The fields of a message, in column order for `csv`.
+    pub schema: Vec<FieldConfig>,
+    /// The `timestamp` field that holds each record's event time.
+    pub event_time: String,
+    /// How timestamp fields are written: `rfc3339`, `epoch_seconds`, `epoch_millis`, or a
+    /// pattern such as `%Y-%m-%d %H:%M:%S` (UTC).
+    #[serde(default = "default_timestamp_format")]
+    pub timestamp_format: TimestampFormat,
+    /// How far behind the largest event time of its partition a record may be and still count.
+    #[serde(default = "zero")]
+    pub max_out_of_orderness: HumanDuration,
+    /// A partition without records for this long stops holding back the watermark (default:
+    /// never; see the README on idle partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<HumanDuration>,
 }
 
-fn default_table() -> String {
-    "station_hourly".to_owned()
+fn default_poll_batch() -> usize {
+    4096
 }
 
-impl Default for ViewConfig {
-    fn default() -> Self {
-        ViewConfig {
-            table: default_table(),
-            window: WindowConfig::default(),
+fn default_format() -> Format {
+    Format::Json
+}
+
+fn default_timestamp_format() -> TimestampFormat {
+    TimestampFormat::Rfc3339
+}
+
+fn zero() -> HumanDuration {
+    HumanDuration(std::time::Duration::ZERO)
+}
+
+impl SourceConfig {
+    pub fn kafka(&self) -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            poll_batch: self.poll_batch,
+            options: self.options.clone(),
+        }
+    }
+
+    pub fn watermarks(&self) -> WatermarkConfig {
+        WatermarkConfig {
+            max_out_of_orderness: self.max_out_of_orderness.micros(),
+            idle_timeout: self.idle_timeout.map(|d| d.0),
         }
     }
 }
 
-impl PipelineConfig {
-    /// Parses a pipeline file; errors name the line and the field.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Self, EngineError> {
-        toml::from_str(text).map_err(|e| {
-            // One line: "line L, column C: message" (toml's own text spans several lines).
-            let position = e.span().map(|span| {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: ")
+/// A pipeline file that has been checked: every view knows its source's schema and its table.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub config: PipelineConfig,
+    pub sources: Vec<SourceSpec>,
+    pub views: Vec<ViewSpec>,
+}
+
+impl Pipeline {
+    /// Checks everything that can be checked without a broker or a warehouse.
+    pub fn new(config: PipelineConfig) -> Result<Pipeline, String> {
+        if config.sources.is_empty() {
+            return Err("declare at least one [[sources]]".to_owned());
+        }
+        if config.views.is_empty() {
+            return Err("declare at least one [[views]]".to_owned());
+        }
+        let mut sources = Vec::new();
+        for source in &config.sources {
+            let context = |e: String| format!("source `{}`: {e}", source.name);
+            check_identifier("source name", &source.name).map_err(|e| context(e.to_string()))?;
+            if sources.iter().any(|s: &SourceSpec| s.name == source.name) {
+                return Err(context("two sources have this name".to_owned()));
+            }
+            let schema = Schema::new(
+                source.format,
+                source.schema.clone(),
+                &source.event_time,
+                source.timestamp_format.clone(),
+            )
+            .map_err(|e| context(e.to_string()))?;
+            sources.push(SourceSpec {
+                name: source.name.clone(),
+                schema: Arc::new(schema),
+                watermarks: source.watermarks(),
             });
+        }
+        let mut views: Vec<ViewSpec> = Vec::new();
+        for view in &config.views {
+            let context = |e: String| format!("view `{}`: {e}", view.name);
+            let source = match &view.source {
+                Some(name) => sources
+                    .iter()
+                    .position(|s| &s.name == name)
+                    .ok_or_else(|| context(format!("source: no source is named `{name}`")))?,
+                None if sources.len() == 1 => 0,
+                None => {
+                    return Err(context(
+                        "source: there are several sources, say which one this view reads"
+                            .to_owned(),
+                    ))
+                }
+            };
+            let spec = ViewSpec::new(view, source, &sources[source].schema)
+                .map_err(|e| context(e.to_string()))?;
+            if views
+                .iter()
+                .any(|v| v.name.eq_ignore_ascii_case(&spec.name))
+            {
+                return Err(context(
+                    "two views have this name (it is their table)".to_owned(),
+                ));
+            }
+            views.push(spec);
+        }
+        Ok(Pipeline {
+            config,
+            sources,
+            views,
+        })
+    }
+
+    /// Parses and checks a pipeline file's text; errors are one line naming `origin`, the line
+    /// and column where known, and the field.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Pipeline, EngineError> {
+        let config: PipelineConfig = toml::from_str(text).map_err(|e| {
+            // One line: "line L, column C: message" (toml's own text spans several lines).
+            let position = e
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .map(|(line, column)| format!("line {line}, column {column}: "));
             let message = e.message().lines().collect::<Vec<_>>().join(" ");
             EngineError::Config {
                 path: origin.to_owned(),
                 detail: format!("{}{message}", position.unwrap_or_default()),
             }
+        })?;
+        Pipeline::new(config).map_err(|detail| {
+            // Semantic errors name their view or source; point at the line that names it.
+            let position = detail
+                .split('`')
+                .nth(1)
+                .and_then(|name| find_name_line(text, name))
+                .map(|line| format!("line {line}: "));
+            EngineError::Config {
+                path: origin.to_owned(),
+                detail: format!("{}{detail}", position.unwrap_or_default()),
+            }
         })
     }
 
-    pub fn load(path: &Path) -> Result<Self, EngineError> {
+    pub fn load(path: &Path) -> Result<Pipeline, EngineError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::Config {
             path: origin.clone(),
@@ -85,52 +227,162 @@ impl PipelineConfig {
     }
 
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a pipeline config always serializes")
+        toml::to_string_pretty(&self.config).expect("a pipeline config always serializes")
     }
+
+    pub fn source_infos(&self) -> Vec<SourceInfo> {
+        self.config
+            .sources
+            .iter()
+            .map(|s| SourceInfo {
+                name: s.name.clone(),
+                topic: s.topic.clone(),
+            })
+            .collect()
+    }
+
+    /// What `check` and `run` print: each view, its source, window and table.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        for view in &self.views {
+            let source = &self.config.sources[view.source];
+            text.push_str(&format!(
+                "view {} (from {} = topic `{}`): {}\n{};\n",
+                view.name,
+                source.name,
+                source.topic,
+                view.describe(),
+                view.create_table_sql()
+            ));
+        }
+        let shared: Vec<String> = tidewater_dataflows::graph::describe_sharing(&self.views)
+            .into_iter()
+            .filter(|group| group.len() > 1)
+            .map(|group| group.join(", "))
+            .collect();
+        if !shared.is_empty() {
+            text.push_str(&format!("shared arrangements: {}\n", shared.join("; ")));
+        }
+        text
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The line of `name = "<name>"`, where a view or source is declared.
+fn find_name_line(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim();
+            line.starts_with("name")
+                && line
+                    .split_once('=')
+                    .is_some_and(|(_, value)| value.trim().trim_matches('"') == name)
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_fill_what_the_file_leaves_out() {
-        let config = PipelineConfig::from_toml(
-            "[source]\nbrokers = \"b:9092\"\ntopic = \"t\"\n[warehouse]\npath = \"w.duckdb\"\n",
-            "test",
-        )
-        .unwrap();
-        assert_eq!(config.view.table, "station_hourly");
-        assert_eq!(config.view.window.size.to_string(), "1h");
-        assert_eq!(config.warehouse.snapshot_interval.to_string(), "1s");
-        assert_eq!(config.source.poll_batch, 4096);
-        assert_eq!(
-            PipelineConfig::from_toml(&config.to_toml(), "round trip").unwrap(),
-            config
-        );
+    const MINIMAL: &str = r#"
+[[sources]]
+name = "s"
+brokers = "b:9092"
+topic = "t"
+event_time = "ts"
+schema = [
+    { name = "station", type = "string" },
+    { name = "ts", type = "timestamp" },
+    { name = "entries", type = "int" },
+]
+
+[[views]]
+name = "v"
+group_by = ["station"]
+window = { type = "tumbling", size = "1h" }
+aggregates = [{ column = "entries", fn = "sum", field = "entries" }]
+
+[warehouse]
+path = "w.duckdb"
+"#;
+
+    fn error_of(text: &str) -> String {
+        Pipeline::from_toml(text, "p.toml").unwrap_err().to_string()
     }
 
     #[test]
-    fn unknown_fields_and_bad_values_name_the_line() {
-        let err = PipelineConfig::from_toml(
-            "[source]\nbrokers = \"b\"\ntopic = \"t\"\ntopik = \"x\"\n[warehouse]\npath = \"w\"\n",
-            "p.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("p.toml") && err.contains("line 4") && err.contains("topik"),
-            "{err}"
+    fn defaults_fill_what_the_file_leaves_out_and_round_trip() {
+        let pipeline = Pipeline::from_toml(MINIMAL, "test").unwrap();
+        let source = &pipeline.config.sources[0];
+        assert_eq!(source.poll_batch, 4096);
+        assert_eq!(source.format, Format::Json);
+        assert_eq!(
+            pipeline.config.warehouse.snapshot_interval.to_string(),
+            "1s"
         );
-        let err = PipelineConfig::from_toml(
-            "[source]\nbrokers = \"b\"\ntopic = \"t\"\n[view]\nwindow = { size = \"1 fortnight\" }\n[warehouse]\npath = \"w\"\n",
-            "p.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("line 5") && err.contains("unknown unit"),
-            "{err}"
-        );
+        assert_eq!(pipeline.views[0].key_len, 2);
+        let again = Pipeline::from_toml(&pipeline.to_toml(), "round trip").unwrap();
+        assert_eq!(again.config, pipeline.config);
+    }
+
+    #[test]
+    fn config_errors_name_the_line_and_the_field() {
+        let cases = [
+            (
+                MINIMAL.replace("topic = \"t\"", "topic = \"t\"\ntopik = \"x\""),
+                "line 6",
+                "topik",
+            ),
+            (
+                MINIMAL.replace("type = \"int\"", "type = \"integer\""),
+                "line 10",
+                "integer",
+            ),
+            (
+                MINIMAL.replace("fn = \"sum\"", "fn = \"median\""),
+                "line 17",
+                "median",
+            ),
+            (
+                MINIMAL.replace("size = \"1h\"", "slide = \"1h\""),
+                "line 16",
+                "size",
+            ),
+            (
+                MINIMAL.replace("size = \"1h\"", "size = 60"),
+                "line 16",
+                "string",
+            ),
+            (
+                MINIMAL.replace("[\"station\"]", "[\"stn\"]"),
+                "line 14",
+                "stn",
+            ),
+            (
+                MINIMAL.replace("field = \"entries\" }", "field = \"station\" }"),
+                "line 14",
+                "int or float",
+            ),
+            (
+                MINIMAL.replace("size = \"1h\"", "size = \"1 fortnight\""),
+                "line 16",
+                "unknown unit",
+            ),
+        ];
+        for (text, line, field) in cases {
+            let err = error_of(&text);
+            assert!(
+                err.contains("p.toml") && err.contains(line) && err.contains(field),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 }

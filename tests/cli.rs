@@ -18,7 +18,8 @@ fn tidewater() -> Command {
 fn write_pipeline(dir: &Path, brokers: &str, topic: &str, warehouse: &Path) -> PathBuf {
     let path = dir.join("pipeline.toml");
     let text = format!(
-        "[source]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\n[view]\ntable = \"station_hourly\"\nwindow = {{ size = \"1h\" }}\n\n[warehouse]\npath = \"{}\"\nsnapshot_interval = \"100ms\"\n",
+        "[[sources]]\nname = \"turnstiles\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nevent_time = \"ts\"\n{}\n\n[[views]]\nname = \"station_hourly\"\ngroup_by = [\"station\"]\nwindow = {{ type = \"tumbling\", size = \"1h\" }}\nallowed_lateness = \"100000d\"\naggregates = [{{ column = \"readings\", fn = \"count\" }}, {{ column = \"entries\", fn = \"sum\", field = \"entries\" }}, {{ column = \"exits\", fn = \"sum\", field = \"exits\" }}]\n\n[warehouse]\npath = \"{}\"\nsnapshot_interval = \"100ms\"\n",
+        common::TURNSTILE_SCHEMA,
         warehouse.display()
     );
     std::fs::write(&path, text).unwrap();
@@ -122,12 +123,12 @@ fn missing_topic_and_bad_pipeline_files_are_clear_errors() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[source]\nbrokers = \"x\"\ntopic = \"t\"\nbatch = 3\n[warehouse]\npath = \"w\"\n",
+        "[[sources]]\nname = \"s\"\nbrokers = \"x\"\ntopic = \"t\"\nbatch = 3\n[warehouse]\npath = \"w\"\n",
     )
     .unwrap();
     let (line, _) = failed_run_error(&bad);
     assert!(
-        line.contains("bad.toml") && line.contains("line 4") && line.contains("batch"),
+        line.contains("bad.toml") && line.contains("line 5") && line.contains("batch"),
         "{line}"
     );
 }

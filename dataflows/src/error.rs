@@ -16,6 +16,20 @@ pub enum DataflowError {
     },
     #[error("invalid value in field `{field}`: {reason}")]
     InvalidValue { field: &'static str, reason: String },
+    #[error("field `{field}`: {reason}")]
+    Field { field: String, reason: String },
+    #[error("schema: {0}")]
+    InvalidSchema(String),
+    #[error("filter {text:?}, column {column}: {reason}")]
+    Filter {
+        text: String,
+        column: usize,
+        reason: String,
+    },
+    #[error("invalid window: {0}")]
+    InvalidWindow(String),
+    #[error("{0}")]
+    InvalidView(String),
     #[error("invalid duration {value:?}: {reason} (write e.g. 500ms, 1s, 15m, 1h, 1d)")]
     InvalidDuration { value: String, reason: String },
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::value::Value;
+
 /// Event time: microseconds since the Unix epoch, UTC (DuckDB's TIMESTAMP resolution).
 pub type EventTime = i64;
 
@@ -59,4 +61,36 @@ pub struct SourceProgress {
     pub partition: i32,
     pub next_offset: i64,
     pub records: u64,
+    /// Largest event time of the partition's records below `next_offset` (filled in by the
+    /// `event_time` operator; `None` before the first decoded record).
+    pub max_event_time: Option<EventTime>,
+    /// No record arrived from this partition for the source's idle timeout: it does not hold
+    /// back the source watermark.
+    pub idle: bool,
+}
+
+/// A decoded record, still carrying where it came from (and its payload, for `_late`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub partition: i32,
+    pub offset: i64,
+    pub event_time: EventTime,
+    /// One value per schema field.
+    pub row: Vec<Value>,
+    pub payload: Vec<u8>,
+    /// The watermark of this record's partition just before it: the largest event time of the
+    /// partition's earlier records minus the source's max out-of-orderness (`i64::MIN` before
+    /// the first). Lateness is decided from it, so it depends on the records alone.
+    pub partition_watermark: EventTime,
+}
+
+/// A record that arrived for a window that was already final: kept in `_late`, not counted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LateRecord {
+    pub view: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub event_time: EventTime,
+    pub window_start: EventTime,
+    pub payload: Vec<u8>,
 }

@@ -170,10 +170,17 @@ mod tests {
 
     #[test]
     fn floats_are_totally_ordered_and_numbers_compare_across_types() {
-        let mut values = vec![Value::Float(f64::NAN), Value::Float(1.5), Value::Float(-0.0)];
+        let mut values = [
+            Value::Float(f64::NAN),
+            Value::Float(1.5),
+            Value::Float(-0.0),
+        ];
         values.sort();
         assert_eq!(values[0], Value::Float(-0.0));
-        assert_eq!(Value::Int(2).compare(&Value::Float(1.5)), Some(Ordering::Greater));
+        assert_eq!(
+            Value::Int(2).compare(&Value::Float(1.5)),
+            Some(Ordering::Greater)
+        );
         assert_eq!(Value::Int(2).compare(&Value::String("2".into())), None);
         assert!(Value::Null < Value::Int(i64::MIN));
     }

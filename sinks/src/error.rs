@@ -12,8 +12,6 @@ pub enum SinkError {
     Unwritable { path: PathBuf, detail: String },
     #[error("warehouse {path} already holds {snapshots} snapshots from an earlier run; resuming is not supported yet, so use a new file or remove this one")]
     AlreadyWritten { path: PathBuf, snapshots: i64 },
-    #[error("view table name {0:?} is not valid: use letters, digits and `_`, starting with a letter (names starting with `_` are Tidewater's bookkeeping tables)")]
-    InvalidTableName(String),
     #[error("committing snapshot {snapshot_id} (epoch {epoch}) to {path} failed, nothing of it was written: {detail}")]
     Commit {
         path: PathBuf,
@@ -21,8 +19,6 @@ pub enum SinkError {
         epoch: u64,
         detail: String,
     },
-    #[error("view change is inconsistent: {0}")]
-    InconsistentChange(String),
     #[error("warehouse {path}: {detail}")]
     Database { path: PathBuf, detail: String },
 }

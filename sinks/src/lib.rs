@@ -12,4 +12,4 @@ pub mod schema;
 pub mod warehouse;
 
 pub use error::SinkError;
-pub use warehouse::{CommitInfo, Warehouse, WarehouseConfig};
+pub use warehouse::{CommitInfo, SourceInfo, Warehouse, WarehouseConfig};

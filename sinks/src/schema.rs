@@ -1,6 +1,6 @@
-//! The warehouse schema: bookkeeping tables (named with a leading `_`) and the view table.
+//! The warehouse schema: bookkeeping tables (named with a leading `_`) and the view tables.
 
-use crate::error::SinkError;
+use tidewater_dataflows::ViewSpec;
 
 /// Bookkeeping tables, created once per file.
 pub const BOOKKEEPING_DDL: &str = r#"
@@ -10,15 +10,23 @@ CREATE TABLE IF NOT EXISTS _snapshots (
     committed_at     TIMESTAMP NOT NULL,
     records_in       BIGINT NOT NULL,
     records_rejected BIGINT NOT NULL,
+    records_late     BIGINT NOT NULL,
     rows_upserted    BIGINT NOT NULL,
     rows_deleted     BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS _offsets (
-    snapshot_id BIGINT NOT NULL,
-    topic       VARCHAR NOT NULL,
-    "partition" INTEGER NOT NULL,
-    next_offset BIGINT NOT NULL,
+    snapshot_id    BIGINT NOT NULL,
+    topic          VARCHAR NOT NULL,
+    "partition"    INTEGER NOT NULL,
+    next_offset    BIGINT NOT NULL,
+    max_event_time TIMESTAMP,
     PRIMARY KEY (snapshot_id, topic, "partition")
+);
+CREATE TABLE IF NOT EXISTS _watermarks (
+    snapshot_id BIGINT NOT NULL,
+    source      VARCHAR NOT NULL,
+    watermark   TIMESTAMP,
+    PRIMARY KEY (snapshot_id, source)
 );
 CREATE TABLE IF NOT EXISTS _rejects (
     snapshot_id BIGINT NOT NULL,
@@ -28,41 +36,70 @@ CREATE TABLE IF NOT EXISTS _rejects (
     payload     VARCHAR NOT NULL,
     error       VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS _late (
+    snapshot_id  BIGINT NOT NULL,
+    "view"       VARCHAR NOT NULL,
+    topic        VARCHAR NOT NULL,
+    "partition"  INTEGER NOT NULL,
+    "offset"     BIGINT NOT NULL,
+    event_time   TIMESTAMP NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    payload      VARCHAR NOT NULL
+);
 "#;
 
-/// Columns of a station view table, in order.
-pub const VIEW_COLUMNS: &str =
-    "window_start TIMESTAMP NOT NULL, window_end TIMESTAMP NOT NULL, station VARCHAR NOT NULL, \
-     readings BIGINT NOT NULL, entries BIGINT NOT NULL, exits BIGINT NOT NULL";
-
-/// The view table (no primary key: a snapshot deletes and re-inserts rows of one key in the same
-/// transaction, which DuckDB's eager unique checks would refuse).
-pub fn view_ddl(table: &str) -> String {
-    format!("CREATE TABLE IF NOT EXISTS {table} ({VIEW_COLUMNS});")
-}
-
-/// The per-connection staging table a snapshot's changes are appended to before they are applied.
-pub fn stage_ddl(table: &str) -> String {
+/// A view table (no primary key: a snapshot deletes and re-inserts rows of one key in the same
+/// transaction, which DuckDB's eager unique checks would refuse). Replaced when the file has no
+/// snapshots yet, so a changed pipeline file starts with the right columns.
+pub fn view_ddl(view: &ViewSpec) -> String {
     format!(
-        "CREATE TEMP TABLE IF NOT EXISTS {} ({VIEW_COLUMNS}, live BOOLEAN NOT NULL);",
-        stage_table(table)
+        "{};\n",
+        view.create_table_sql()
+            .replacen("CREATE TABLE", "CREATE OR REPLACE TABLE", 1)
     )
 }
 
-pub fn stage_table(table: &str) -> String {
-    format!("stage_{table}")
+/// The per-connection staging table a snapshot's row changes are appended to before they are
+/// applied: the view's columns, all nullable (a delete carries only the key), and `live`.
+pub fn stage_ddl(view: &ViewSpec) -> String {
+    let columns: Vec<String> = view
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.sql_type))
+        .collect();
+    format!(
+        "CREATE OR REPLACE TEMP TABLE {} ({}, live BOOLEAN NOT NULL);\n",
+        stage_table(view),
+        columns.join(", ")
+    )
 }
 
-/// View tables are named by the pipeline; they must be plain identifiers that do not collide
-/// with the bookkeeping tables.
-pub fn check_table_name(table: &str) -> Result<(), SinkError> {
-    let mut chars = table.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && table.len() <= 63;
-    if valid {
-        Ok(())
+pub fn stage_table(view: &ViewSpec) -> String {
+    format!("stage_{}", view.name)
+}
+
+/// Applies the staged changes: delete every staged key, insert the live rows. Keys may be NULL
+/// (nullable group fields), hence `IS NOT DISTINCT FROM`.
+pub fn apply_stage_sql(view: &ViewSpec) -> (String, String) {
+    let table = &view.name;
+    let stage = stage_table(view);
+    let matches: Vec<String> = view.columns[..view.key_len]
+        .iter()
+        .map(|c| format!("{table}.{0} IS NOT DISTINCT FROM s.{0}", c.name))
+        .collect();
+    let delete = if matches.is_empty() {
+        // A global view without group fields has one row.
+        format!("DELETE FROM {table}")
     } else {
-        Err(SinkError::InvalidTableName(table.to_owned()))
-    }
+        format!(
+            "DELETE FROM {table} USING {stage} s WHERE {}",
+            matches.join(" AND ")
+        )
+    };
+    let columns: Vec<&str> = view.columns.iter().map(|c| c.name.as_str()).collect();
+    let insert = format!(
+        "INSERT INTO {table} SELECT {} FROM {stage} WHERE live",
+        columns.join(", ")
+    );
+    (delete, insert)
 }

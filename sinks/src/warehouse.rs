@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, Value};
-use duckdb::{params, Connection};
+use duckdb::{appender_params_from_iter, params, Connection};
 use serde::{Deserialize, Serialize};
 use tidewater_dataflows::duration::HumanDuration;
-use tidewater_dataflows::operators::Snapshot;
-use tidewater_dataflows::{StationTotals, StationWindow};
+use tidewater_dataflows::operators::{Snapshot, ViewChange};
+use tidewater_dataflows::ViewSpec;
 
 use crate::error::SinkError;
-use crate::schema::{check_table_name, stage_ddl, stage_table, view_ddl, BOOKKEEPING_DDL};
+use crate::schema::{apply_stage_sql, stage_ddl, stage_table, view_ddl, BOOKKEEPING_DDL};
 
 /// `[warehouse]` of the pipeline file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,29 +35,38 @@ pub struct CommitInfo {
     pub epoch: u64,
     pub records_in: u64,
     pub records_rejected: u64,
+    pub records_late: u64,
     pub rows_upserted: u64,
     pub rows_deleted: u64,
 }
 
-/// A station view's row change for one snapshot: the new row, or `None` to delete the group.
-type RowChange = (StationWindow, Option<StationTotals>);
+/// A source as the warehouse records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub name: String,
+    pub topic: String,
+}
 
 /// The writer of one warehouse file.
 pub struct Warehouse {
     conn: Connection,
     path: PathBuf,
-    table: String,
-    topic: String,
+    views: Vec<ViewSpec>,
+    sources: Vec<SourceInfo>,
     next_snapshot_id: i64,
-    /// Next offset of every partition seen so far: each snapshot records all of them.
-    offsets: BTreeMap<i32, i64>,
+    /// Last reported state of every partition seen so far: each snapshot records all of them.
+    offsets: BTreeMap<(usize, i32), (i64, Option<i64>)>,
+    watermarks: BTreeMap<usize, i64>,
 }
 
 impl Warehouse {
     /// Opens (or creates) the file, checks it can be written and is not locked, and creates the
     /// schema. Fails before anything is consumed.
-    pub fn open(path: &Path, table: &str, topic: &str) -> Result<Self, SinkError> {
-        check_table_name(table)?;
+    pub fn open(
+        path: &Path,
+        views: &[ViewSpec],
+        sources: &[SourceInfo],
+    ) -> Result<Self, SinkError> {
         let parent = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -69,12 +78,11 @@ impl Warehouse {
             });
         }
         let conn = Connection::open(path).map_err(|e| classify_open_error(path, e))?;
-        let setup = format!("{BOOKKEEPING_DDL}{}{}", view_ddl(table), stage_ddl(table));
-        conn.execute_batch(&setup)
-            .map_err(|e| SinkError::Unwritable {
-                path: path.to_owned(),
-                detail: e.to_string(),
-            })?;
+        let unwritable = |e: duckdb::Error| SinkError::Unwritable {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        };
+        conn.execute_batch(BOOKKEEPING_DDL).map_err(unwritable)?;
         let snapshots: i64 = conn
             .query_row("SELECT count(*) FROM _snapshots", [], |row| row.get(0))
             .map_err(|e| SinkError::Database {
@@ -87,13 +95,20 @@ impl Warehouse {
                 snapshots,
             });
         }
+        let mut setup = String::new();
+        for view in views {
+            setup.push_str(&view_ddl(view));
+            setup.push_str(&stage_ddl(view));
+        }
+        conn.execute_batch(&setup).map_err(unwritable)?;
         Ok(Warehouse {
             conn,
             path: path.to_owned(),
-            table: table.to_owned(),
-            topic: topic.to_owned(),
+            views: views.to_vec(),
+            sources: sources.to_vec(),
             next_snapshot_id: 1,
             offsets: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
         })
     }
 
@@ -109,29 +124,31 @@ impl Warehouse {
     /// Commits one epoch as one snapshot, in one transaction. An epoch in which the sources read
     /// nothing and nothing changed commits nothing (`Ok(None)`). On error nothing of the
     /// snapshot is in the file.
-    pub fn commit(
-        &mut self,
-        snapshot: &Snapshot<(StationWindow, StationTotals)>,
-    ) -> Result<Option<CommitInfo>, SinkError> {
-        let row_changes = row_changes(&snapshot.changes)?;
+    pub fn commit(&mut self, snapshot: &Snapshot) -> Result<Option<CommitInfo>, SinkError> {
         let mut offsets = self.offsets.clone();
-        for progress in &snapshot.progress {
-            offsets.insert(progress.partition, progress.next_offset);
+        for (source, progress) in &snapshot.progress {
+            offsets.insert(
+                (*source, progress.partition),
+                (progress.next_offset, progress.max_event_time),
+            );
         }
-        let records_in = snapshot.records_in();
-        if records_in == 0 && row_changes.is_empty() && snapshot.rejects.is_empty() {
+        let mut watermarks = self.watermarks.clone();
+        watermarks.extend(snapshot.watermarks.iter().map(|(s, w)| (*s, *w)));
+        if snapshot.is_empty() {
             self.offsets = offsets;
+            self.watermarks = watermarks;
             return Ok(None);
         }
         let info = CommitInfo {
             snapshot_id: self.next_snapshot_id,
             epoch: snapshot.epoch,
-            records_in,
+            records_in: snapshot.records_in(),
             records_rejected: snapshot.rejects.len() as u64,
-            rows_upserted: row_changes.iter().filter(|(_, row)| row.is_some()).count() as u64,
-            rows_deleted: row_changes.iter().filter(|(_, row)| row.is_none()).count() as u64,
+            records_late: snapshot.late.len() as u64,
+            rows_upserted: snapshot.changes.iter().filter(|c| c.row.is_some()).count() as u64,
+            rows_deleted: snapshot.changes.iter().filter(|c| c.row.is_none()).count() as u64,
         };
-        self.write(&info, &row_changes, snapshot, &offsets)
+        self.write(&info, snapshot, &offsets, &watermarks)
             .map_err(|e| SinkError::Commit {
                 path: self.path.clone(),
                 snapshot_id: info.snapshot_id,
@@ -140,74 +157,74 @@ impl Warehouse {
             })?;
         self.next_snapshot_id += 1;
         self.offsets = offsets;
+        self.watermarks = watermarks;
         Ok(Some(info))
     }
 
     fn write(
         &mut self,
         info: &CommitInfo,
-        row_changes: &[RowChange],
-        snapshot: &Snapshot<(StationWindow, StationTotals)>,
-        offsets: &BTreeMap<i32, i64>,
+        snapshot: &Snapshot,
+        offsets: &BTreeMap<(usize, i32), (i64, Option<i64>)>,
+        watermarks: &BTreeMap<usize, i64>,
     ) -> duckdb::Result<()> {
-        let table = &self.table;
-        let stage = stage_table(table);
         let tx = self.conn.transaction()?;
-        tx.execute(&format!("DELETE FROM {stage}"), [])?;
-        {
-            let mut appender = tx.appender_to_catalog_and_db(&stage, "temp", "main")?;
-            for (group, row) in row_changes {
-                let totals = row.unwrap_or_default();
-                appender.append_row(params![
-                    timestamp(group.window_start),
-                    timestamp(group.window_end),
-                    group.station,
-                    totals.readings,
-                    totals.entries,
-                    totals.exits,
-                    row.is_some(),
-                ])?;
-            }
-            // Flush here so that append errors surface now, not silently on drop.
-            appender.flush()?;
+        let mut start = 0;
+        while start < snapshot.changes.len() {
+            let index = snapshot.changes[start].view;
+            let end = start
+                + snapshot.changes[start..]
+                    .iter()
+                    .take_while(|c| c.view == index)
+                    .count();
+            let view = &self.views[index];
+            write_view_changes(&tx, view, &snapshot.changes[start..end])?;
+            start = end;
         }
         tx.execute(
-            &format!("DELETE FROM {table} USING {stage} s WHERE {table}.window_start = s.window_start AND {table}.station = s.station"),
-            [],
-        )?;
-        tx.execute(
-            &format!("INSERT INTO {table} SELECT window_start, window_end, station, readings, entries, exits FROM {stage} WHERE live"),
-            [],
-        )?;
-        tx.execute(
-            "INSERT INTO _snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?)",
+            "INSERT INTO _snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?)",
             params![
                 info.snapshot_id,
                 info.epoch,
                 info.records_in as i64,
                 info.records_rejected as i64,
+                info.records_late as i64,
                 info.rows_upserted as i64,
                 info.rows_deleted as i64
             ],
         )?;
         {
             let mut appender = tx.appender("_offsets")?;
-            for (partition, next_offset) in offsets {
+            for ((source, partition), (next_offset, max_event_time)) in offsets {
                 appender.append_row(params![
                     info.snapshot_id,
-                    self.topic,
+                    self.sources[*source].topic,
                     partition,
-                    next_offset
+                    next_offset,
+                    max_event_time.map(timestamp),
+                ])?;
+            }
+            // Flush here so that append errors surface now, not silently on drop.
+            appender.flush()?;
+        }
+        {
+            let mut appender = tx.appender("_watermarks")?;
+            for (source, watermark) in watermarks {
+                let known = (*watermark > i64::MIN).then(|| timestamp(*watermark));
+                appender.append_row(params![
+                    info.snapshot_id,
+                    self.sources[*source].name,
+                    known
                 ])?;
             }
             appender.flush()?;
         }
         {
             let mut appender = tx.appender("_rejects")?;
-            for reject in &snapshot.rejects {
+            for (source, reject) in &snapshot.rejects {
                 appender.append_row(params![
                     info.snapshot_id,
-                    self.topic,
+                    self.sources[*source].topic,
                     reject.partition,
                     reject.offset,
                     String::from_utf8_lossy(&reject.payload),
@@ -216,43 +233,74 @@ impl Warehouse {
             }
             appender.flush()?;
         }
+        {
+            let mut appender = tx.appender("_late")?;
+            for (source, late) in &snapshot.late {
+                appender.append_row(params![
+                    info.snapshot_id,
+                    late.view,
+                    self.sources[*source].topic,
+                    late.partition,
+                    late.offset,
+                    timestamp(late.event_time),
+                    timestamp(late.window_start),
+                    String::from_utf8_lossy(&late.payload),
+                ])?;
+            }
+            appender.flush()?;
+        }
         tx.commit()
     }
+}
+
+/// Stages one view's row changes with an appender, then deletes every changed key and inserts
+/// the new rows, all inside the snapshot's transaction.
+fn write_view_changes(
+    tx: &duckdb::Transaction<'_>,
+    view: &ViewSpec,
+    changes: &[ViewChange],
+) -> duckdb::Result<()> {
+    let stage = stage_table(view);
+    tx.execute(&format!("DELETE FROM {stage}"), [])?;
+    {
+        let mut appender = tx.appender_to_catalog_and_db(&stage, "temp", "main")?;
+        let mut values: Vec<Value> = Vec::with_capacity(view.columns.len() + 1);
+        for change in changes {
+            values.clear();
+            match &change.row {
+                Some(row) => values.extend(row.iter().map(to_duckdb)),
+                None => {
+                    values.extend(change.key.iter().map(to_duckdb));
+                    values.resize(view.columns.len(), Value::Null);
+                }
+            }
+            values.push(Value::Boolean(change.row.is_some()));
+            appender.append_row(appender_params_from_iter(values.iter()))?;
+        }
+        appender.flush()?;
+    }
+    let (delete, insert) = apply_stage_sql(view);
+    tx.execute(&delete, [])?;
+    tx.execute(&insert, [])?;
+    Ok(())
 }
 
 fn timestamp(micros: i64) -> Value {
     Value::Timestamp(TimeUnit::Microsecond, micros)
 }
 
-/// Turns consolidated `(row, diff)` changes into one change per group: the inserted row, or a
-/// delete when the group's row was only retracted.
-fn row_changes(
-    changes: &[((StationWindow, StationTotals), isize)],
-) -> Result<Vec<RowChange>, SinkError> {
-    let mut by_group: BTreeMap<&StationWindow, Option<StationTotals>> = BTreeMap::new();
-    for ((group, totals), diff) in changes {
-        match diff {
-            1 => {
-                if let Some(Some(previous)) = by_group.insert(group, Some(*totals)) {
-                    return Err(SinkError::InconsistentChange(format!(
-                        "{group:?} inserted twice ({previous:?} and {totals:?})"
-                    )));
-                }
-            }
-            -1 => {
-                by_group.entry(group).or_insert(None);
-            }
-            other => {
-                return Err(SinkError::InconsistentChange(format!(
-                    "{group:?} changed with multiplicity {other}"
-                )));
-            }
-        }
+/// A dataflow value as DuckDB stores it in its column.
+fn to_duckdb(value: &tidewater_dataflows::Value) -> Value {
+    use tidewater_dataflows::Value as V;
+    match value {
+        V::Null => Value::Null,
+        V::Bool(v) => Value::Boolean(*v),
+        V::Int(v) => Value::BigInt(*v),
+        V::BigInt(v) => Value::HugeInt(*v),
+        V::Float(v) => Value::Double(*v),
+        V::String(v) => Value::Text(v.clone()),
+        V::Timestamp(v) => timestamp(*v),
     }
-    Ok(by_group
-        .into_iter()
-        .map(|(group, row)| (group.clone(), row))
-        .collect())
 }
 
 /// Tells a lock held by another process from a path that cannot be written.

@@ -2,6 +2,8 @@
 //! reader of the topic, an independent oracle of the station view, and warehouse readers.
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -10,12 +12,10 @@ use duckdb::Connection;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tidewater::PipelineConfig;
+use tidewater::Pipeline;
 use tidewater_connectors::produce::TopicProducer;
-use tidewater_connectors::{GeneratorConfig, KafkaSourceConfig, TurnstileGenerator};
-use tidewater_dataflows::duration::HumanDuration;
-use tidewater_dataflows::{Reading, WindowConfig};
-use tidewater_sinks::WarehouseConfig;
+use tidewater_connectors::{GeneratorConfig, TurnstileGenerator};
+use tidewater_dataflows::Reading;
 
 pub const HOUR_US: i64 = 3_600_000_000;
 
@@ -150,7 +150,7 @@ pub fn oracle<'a>(payloads: impl IntoIterator<Item = &'a [u8]>, window_us: i64) 
 
 /// The view table as committed, read with SQL; also checks `window_end = window_start + size`.
 pub fn read_view(conn: &Connection, table: &str, window_us: i64) -> View {
-    let sql = format!("SELECT epoch_us(window_start), epoch_us(window_end), station, readings, entries, exits FROM {table}");
+    let sql = format!("SELECT epoch_us(window_start), epoch_us(window_end), station, readings, entries::BIGINT, exits::BIGINT FROM {table}");
     let mut statement = conn.prepare(&sql).unwrap();
     let mut rows = statement.query([]).unwrap();
     let mut view = View::new();
@@ -185,28 +185,55 @@ pub fn snapshot_offsets(conn: &Connection, snapshot_id: i64) -> BTreeMap<i32, i6
     rows.map(Result::unwrap).collect()
 }
 
+/// The turnstile schema of the generator's JSON readings, as a pipeline file declares it.
+pub const TURNSTILE_SCHEMA: &str = r#"schema = [
+    { name = "ca", type = "string" },
+    { name = "unit", type = "string" },
+    { name = "scp", type = "string" },
+    { name = "station", type = "string" },
+    { name = "linename", type = "string" },
+    { name = "division", type = "string" },
+    { name = "ts", type = "timestamp" },
+    { name = "desc", type = "string" },
+    { name = "entries", type = "int" },
+    { name = "exits", type = "int" },
+]"#;
+
+/// A pipeline with one view, `station_hourly` (readings, entries, exits per station and hour),
+/// that accepts any lateness, so its final state depends only on the records read.
 pub fn pipeline(
     brokers: &str,
     topic: &str,
     warehouse: &Path,
     snapshot_interval_ms: u64,
-) -> PipelineConfig {
-    PipelineConfig {
-        source: KafkaSourceConfig {
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            poll_batch: 4096,
-            options: Default::default(),
-        },
-        view: tidewater::ViewConfig {
-            table: "station_hourly".to_owned(),
-            window: WindowConfig::default(),
-        },
-        warehouse: WarehouseConfig {
-            path: warehouse.to_owned(),
-            snapshot_interval: HumanDuration(Duration::from_millis(snapshot_interval_ms)),
-        },
-    }
+) -> Pipeline {
+    let text = format!(
+        r#"
+[[sources]]
+name = "turnstiles"
+brokers = "{brokers}"
+topic = "{topic}"
+event_time = "ts"
+{TURNSTILE_SCHEMA}
+
+[[views]]
+name = "station_hourly"
+group_by = ["station"]
+window = {{ type = "tumbling", size = "1h" }}
+allowed_lateness = "100000d"
+aggregates = [
+    {{ column = "readings", fn = "count" }},
+    {{ column = "entries", fn = "sum", field = "entries" }},
+    {{ column = "exits", fn = "sum", field = "exits" }},
+]
+
+[warehouse]
+path = {path:?}
+snapshot_interval = "{snapshot_interval_ms}ms"
+"#,
+        path = warehouse.display().to_string()
+    );
+    Pipeline::from_toml(&text, "test pipeline").expect("test pipeline is valid")
 }
 
 /// Compares two views and reports the first differences readably.

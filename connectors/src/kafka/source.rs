@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,7 +36,8 @@ const IDLE_POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, Default)]
 pub struct SourceControl {
     stop: Arc<AtomicBool>,
-    end_offsets: OnceLock<BTreeMap<i32, i64>>,
+    /// Per topic: the offsets at which its source stops.
+    end_offsets: Mutex<BTreeMap<String, BTreeMap<i32, i64>>>,
     failure: Mutex<Option<ConnectorError>>,
     records_in: AtomicU64,
 }
@@ -60,10 +61,30 @@ impl SourceControl {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Bounds the run: each source stops once every partition it reads has reached its offset
-    /// here. Set once; later calls are ignored.
-    pub fn set_end_offsets(&self, end_offsets: BTreeMap<i32, i64>) {
-        let _ = self.end_offsets.set(end_offsets);
+    /// Bounds the run: the source of `topic` stops once every partition it reads has reached its
+    /// offset here. Set once per topic; later calls are ignored.
+    pub fn set_end_offsets(&self, topic: &str, end_offsets: BTreeMap<i32, i64>) {
+        self.end_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(topic.to_owned())
+            .or_insert(end_offsets);
+    }
+
+    /// Whether every given partition of `topic` has reached its end offset (false while no end
+    /// is set).
+    fn end_reached<'a>(
+        &self,
+        topic: &str,
+        positions: impl Iterator<Item = (&'a i32, i64)>,
+    ) -> bool {
+        let ends = self.end_offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ends) = ends.get(topic) else {
+            return false;
+        };
+        positions
+            .into_iter()
+            .all(|(p, next)| next >= ends.get(p).copied().unwrap_or(0))
     }
 
     /// Records a fatal source error (the first one wins) and stops every source.
@@ -200,12 +221,10 @@ pub fn kafka_source<'scope>(
                     .fetch_add(polled as u64, Ordering::Relaxed);
             }
 
-            let end_reached = control.end_offsets.get().is_some_and(|ends| {
-                state
-                    .positions
-                    .iter()
-                    .all(|(p, pos)| pos.next_offset >= ends.get(p).copied().unwrap_or(0))
-            });
+            let end_reached = control.end_reached(
+                &source_config.topic,
+                state.positions.iter().map(|(p, pos)| (p, pos.next_offset)),
+            );
             let finished = control.stop_requested() || end_reached;
             let now = Instant::now();
             if finished || now >= state.epoch_deadline {
@@ -243,6 +262,9 @@ fn close_epoch(
             partition: *partition,
             next_offset: position.next_offset,
             records: std::mem::take(&mut position.records_in_epoch),
+            // Filled in after decoding, by the `event_time` operator.
+            max_event_time: None,
+            idle: false,
         });
     }
 }

@@ -1,9 +1,17 @@
-//! Timely operators of the data path, one per file.
+//! Timely operators of the data path, one per file, in data-path order.
 
 pub mod decode;
-pub mod insertions;
+pub mod event_time;
+pub mod finalize;
+pub mod retire;
 pub mod snapshot;
+pub mod watermark;
+pub mod windows;
 
-pub use decode::DecodeReadings;
-pub use insertions::IntoInsertions;
-pub use snapshot::{CollectSnapshots, Snapshot, WRITER_WORKER};
+pub use decode::DecodeRecords;
+pub use event_time::{AssignEventTime, WatermarkConfig};
+pub use finalize::{Finalize, ViewChange};
+pub use retire::{RetireFinalWindows, WindowTrace};
+pub use snapshot::{CollectSnapshots, Snapshot, SnapshotPart, WRITER_WORKER};
+pub use watermark::SourceWatermark;
+pub use windows::{AssignWindows, WindowAssignment, WindowedValue};

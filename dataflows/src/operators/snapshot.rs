@@ -1,132 +1,123 @@
 //! The `collect_snapshots` operator: the single-writer end of a dataflow.
 //!
-//! View changes, rejected records and source progress are all routed to one worker (worker 0,
-//! the writer) and stashed by epoch. When the frontier of all three inputs passes an epoch, no
-//! more data can arrive for it, so the epoch is complete: its changes, rejects and partition
-//! offsets are handed over together as one `Snapshot`, in epoch order. This is timely's
-//! "stash by capability, emit when the frontier passes" pattern; the sink that receives a
-//! snapshot commits it in one transaction.
+//! Row changes of every view, rejected and late records, source progress and source watermarks
+//! all arrive as [`SnapshotPart`]s, routed to one worker (worker 0, the writer) and stashed by
+//! epoch. When the frontier passes an epoch, no more parts can arrive for it, so the epoch is
+//! complete: everything it changed is handed over as one `Snapshot`, in epoch order. This is
+//! timely's "stash by capability, emit when the frontier passes" pattern; the sink that receives
+//! a snapshot commits it in one transaction.
 
 use std::collections::BTreeMap;
 
-use differential_dataflow::consolidation::consolidate;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
-use timely::ExchangeData;
 
-use crate::reading::{Rejected, SourceProgress};
+use super::finalize::ViewChange;
+use crate::reading::{EventTime, LateRecord, Rejected, SourceProgress};
 use crate::Epoch;
 
 /// Index of the worker that receives every snapshot.
 pub const WRITER_WORKER: usize = 0;
 
-/// Everything one epoch changed, complete.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot<D> {
-    pub epoch: Epoch,
-    /// Consolidated changes to the view: `(row, +1)` inserts a row, `(row, -1)` retracts one.
-    pub changes: Vec<(D, isize)>,
-    pub rejects: Vec<Rejected>,
-    /// Position of each partition at the end of the epoch, as its source reported it.
-    pub progress: Vec<SourceProgress>,
+/// One piece of an epoch's snapshot. `usize` fields are source indices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SnapshotPart {
+    Change(ViewChange),
+    Reject(usize, Rejected),
+    Late(usize, LateRecord),
+    Progress(usize, SourceProgress),
+    Watermark(usize, EventTime),
 }
 
-impl<D> Snapshot<D> {
+/// Everything one epoch changed, complete.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub epoch: Epoch,
+    /// At most one change per view row, sorted by view and key.
+    pub changes: Vec<ViewChange>,
+    pub rejects: Vec<(usize, Rejected)>,
+    pub late: Vec<(usize, LateRecord)>,
+    /// Position of each partition at the end of the epoch, as its source reported it.
+    pub progress: Vec<(usize, SourceProgress)>,
+    /// The watermark of each source at the end of the epoch.
+    pub watermarks: BTreeMap<usize, EventTime>,
+}
+
+impl Snapshot {
     fn new(epoch: Epoch) -> Self {
         Snapshot {
             epoch,
-            changes: Vec::new(),
-            rejects: Vec::new(),
-            progress: Vec::new(),
+            ..Snapshot::default()
+        }
+    }
+
+    fn add(&mut self, part: SnapshotPart) {
+        match part {
+            SnapshotPart::Change(change) => self.changes.push(change),
+            SnapshotPart::Reject(source, reject) => self.rejects.push((source, reject)),
+            SnapshotPart::Late(source, late) => self.late.push((source, late)),
+            SnapshotPart::Progress(source, progress) => self.progress.push((source, progress)),
+            SnapshotPart::Watermark(source, watermark) => {
+                let known = self.watermarks.entry(source).or_insert(watermark);
+                *known = (*known).max(watermark);
+            }
         }
     }
 
     /// Records read by the sources in this epoch (decoded or rejected).
     pub fn records_in(&self) -> u64 {
-        self.progress.iter().map(|p| p.records).sum()
+        self.progress.iter().map(|(_, p)| p.records).sum()
+    }
+
+    /// Whether the epoch changed nothing a sink would write.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.rejects.is_empty()
+            && self.late.is_empty()
+            && self.records_in() == 0
     }
 }
 
-/// Routes every record to the writer worker.
-fn to_writer<D>(_: &D) -> u64 {
-    WRITER_WORKER as u64
-}
-
-/// Collects a view's changes with the rejects and source progress of the same epochs.
-pub trait CollectSnapshots<'scope, D> {
+pub trait CollectSnapshots {
     /// Calls `on_snapshot` on the writer worker once per completed epoch, in epoch order.
-    fn collect_snapshots<F>(
-        self,
-        rejects: StreamVec<'scope, Epoch, Rejected>,
-        progress: StreamVec<'scope, Epoch, SourceProgress>,
-        on_snapshot: F,
-    ) where
-        F: FnMut(Snapshot<D>) + 'static;
+    fn collect_snapshots<F>(self, on_snapshot: F)
+    where
+        F: FnMut(Snapshot) + 'static;
 }
 
-impl<'scope, D: ExchangeData + Ord + Clone> CollectSnapshots<'scope, D>
-    for StreamVec<'scope, Epoch, (D, Epoch, isize)>
-{
-    fn collect_snapshots<F>(
-        self,
-        rejects: StreamVec<'scope, Epoch, Rejected>,
-        progress: StreamVec<'scope, Epoch, SourceProgress>,
-        mut on_snapshot: F,
-    ) where
-        F: FnMut(Snapshot<D>) + 'static,
+impl<'scope> CollectSnapshots for StreamVec<'scope, Epoch, SnapshotPart> {
+    fn collect_snapshots<F>(self, mut on_snapshot: F)
+    where
+        F: FnMut(Snapshot) + 'static,
     {
-        let mut builder = OperatorBuilder::new("CollectSnapshots".to_owned(), self.scope());
-        let mut changes_in = builder.new_input(self, Exchange::new(to_writer));
-        let mut rejects_in = builder.new_input(rejects, Exchange::new(to_writer));
-        let mut progress_in = builder.new_input(progress, Exchange::new(to_writer));
-
-        builder.build(move |_capabilities| {
-            let mut stash: BTreeMap<Epoch, Snapshot<D>> = BTreeMap::new();
-            move |frontiers| {
-                // Changes carry their own epoch, which may be later than their message's.
-                changes_in.for_each(|_cap, data| {
-                    for (row, epoch, diff) in data.drain(..) {
-                        stash
-                            .entry(epoch)
-                            .or_insert_with(|| Snapshot::new(epoch))
-                            .changes
-                            .push((row, diff));
-                    }
-                });
-                rejects_in.for_each(|cap, data| {
+        let mut stash: BTreeMap<Epoch, Snapshot> = BTreeMap::new();
+        self.sink(
+            Exchange::new(|_: &SnapshotPart| WRITER_WORKER as u64),
+            "CollectSnapshots",
+            move |(input, frontier)| {
+                input.for_each(|cap, data| {
                     if let Some(&epoch) = cap.least() {
-                        stash
-                            .entry(epoch)
-                            .or_insert_with(|| Snapshot::new(epoch))
-                            .rejects
-                            .append(data);
+                        let snapshot = stash.entry(epoch).or_insert_with(|| Snapshot::new(epoch));
+                        for part in data.drain(..) {
+                            snapshot.add(part);
+                        }
                     }
                 });
-                progress_in.for_each(|cap, data| {
-                    if let Some(&epoch) = cap.least() {
-                        stash
-                            .entry(epoch)
-                            .or_insert_with(|| Snapshot::new(epoch))
-                            .progress
-                            .append(data);
-                    }
-                });
-                // An epoch is complete once no input can still deliver data for it.
+                // An epoch is complete once the input can no longer deliver parts for it.
                 while let Some(entry) = stash.first_entry() {
-                    if frontiers
-                        .iter()
-                        .any(|frontier| frontier.less_equal(entry.key()))
-                    {
+                    if frontier.less_equal(entry.key()) {
                         break;
                     }
                     let mut snapshot = entry.remove();
-                    consolidate(&mut snapshot.changes);
+                    snapshot.changes.sort();
                     snapshot.rejects.sort();
+                    snapshot.late.sort();
                     snapshot.progress.sort();
                     on_snapshot(snapshot);
                 }
-            }
-        });
+            },
+        );
     }
 }

@@ -1,0 +1,157 @@
+//! The `event_time` operator: per-partition watermarks, decided by the records themselves.
+//!
+//! A partition's watermark is the largest event time among its records so far minus the
+//! source's max out-of-orderness. Each event is stamped with the watermark of its partition
+//! *just before it*, which depends only on the partition's earlier records, never on when they
+//! were polled, how partitions were spread over workers, or restarts: lateness decided from it
+//! is deterministic. At the end of each epoch the operator adds each partition's largest event
+//! time (and whether it is idle) to the source's progress report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::reading::{Event, EventTime, SourceProgress};
+use crate::Epoch;
+
+/// The event-time settings of a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatermarkConfig {
+    /// How far behind the largest event time seen a record may be without being late, in
+    /// microseconds.
+    pub max_out_of_orderness: i64,
+    /// A partition without records for this long (wall clock) stops holding back the source
+    /// watermark; `None`: partitions never count as idle.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl WatermarkConfig {
+    /// The watermark implied by a largest event time.
+    pub fn watermark_of(&self, max_event_time: Option<EventTime>) -> EventTime {
+        max_event_time.map_or(i64::MIN, |t| t.saturating_sub(self.max_out_of_orderness))
+    }
+}
+
+/// Per partition, as this worker has seen it.
+struct PartitionClock {
+    max_event_time: Option<EventTime>,
+    last_record: Instant,
+}
+
+pub trait AssignEventTime<'scope> {
+    /// Stamps each event with its partition's watermark and completes `progress` with each
+    /// partition's largest event time and idleness. Both inputs must come from the same worker's
+    /// source (no exchange), so a partition's events arrive in offset order.
+    fn event_time(
+        self,
+        progress: StreamVec<'scope, Epoch, SourceProgress>,
+        config: WatermarkConfig,
+    ) -> (
+        StreamVec<'scope, Epoch, Event>,
+        StreamVec<'scope, Epoch, SourceProgress>,
+    );
+}
+
+impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
+    fn event_time(
+        self,
+        progress: StreamVec<'scope, Epoch, SourceProgress>,
+        config: WatermarkConfig,
+    ) -> (
+        StreamVec<'scope, Epoch, Event>,
+        StreamVec<'scope, Epoch, SourceProgress>,
+    ) {
+        let mut builder = OperatorBuilder::new("EventTime".to_owned(), self.scope());
+        let mut events_in = builder.new_input(self, Pipeline);
+        let mut progress_in = builder.new_input(progress, Pipeline);
+        let (events_out, events) = builder.new_output::<Vec<Event>>();
+        let (progress_out, progress) = builder.new_output::<Vec<SourceProgress>>();
+        let mut events_out = timely::dataflow::operators::generic::OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<Event>>,
+        >::from(events_out);
+        let mut progress_out = timely::dataflow::operators::generic::OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<SourceProgress>>,
+        >::from(progress_out);
+
+        builder.build(move |_capabilities| {
+            let started = Instant::now();
+            let mut clocks: HashMap<i32, PartitionClock> = HashMap::new();
+            // Largest event time per partition at the end of each epoch not yet reported:
+            // events of a later epoch may be processed before an earlier epoch is complete.
+            let mut maxima_by_epoch: BTreeMap<Epoch, HashMap<i32, EventTime>> = BTreeMap::new();
+            let mut reported_max: HashMap<i32, EventTime> = HashMap::new();
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<SourceProgress>)> =
+                BTreeMap::new();
+            move |frontiers| {
+                let mut output = events_out.activate();
+                events_in.for_each(|cap, data| {
+                    let (Some(&epoch), Some(out_cap)) = (cap.least(), cap.retain_least(0)) else {
+                        return;
+                    };
+                    let maxima = maxima_by_epoch.entry(epoch).or_default();
+                    let now = Instant::now();
+                    for event in data.iter_mut() {
+                        let clock = clocks.entry(event.partition).or_insert(PartitionClock {
+                            max_event_time: None,
+                            last_record: now,
+                        });
+                        event.partition_watermark = config.watermark_of(clock.max_event_time);
+                        let max = clock
+                            .max_event_time
+                            .map_or(event.event_time, |m| m.max(event.event_time));
+                        clock.max_event_time = Some(max);
+                        clock.last_record = now;
+                        maxima.insert(event.partition, max);
+                    }
+                    output.session(&out_cap).give_container(data);
+                });
+                progress_in.for_each(|cap, data| {
+                    let (Some(&epoch), Some(out_cap)) = (cap.least(), cap.retain_least(1)) else {
+                        return;
+                    };
+                    pending
+                        .entry(epoch)
+                        .or_insert_with(|| (out_cap, Vec::new()))
+                        .1
+                        .append(data);
+                });
+                // An epoch's report is complete once neither input can deliver more for it.
+                let mut output = progress_out.activate();
+                while let Some(entry) = pending.first_entry() {
+                    let epoch = *entry.key();
+                    if frontiers.iter().any(|f| f.less_equal(&epoch)) {
+                        break;
+                    }
+                    let (cap, mut reports) = entry.remove();
+                    while let Some(maxima) = maxima_by_epoch.first_entry() {
+                        if *maxima.key() > epoch {
+                            break;
+                        }
+                        for (partition, max) in maxima.remove() {
+                            let known = reported_max.entry(partition).or_insert(max);
+                            *known = (*known).max(max);
+                        }
+                    }
+                    let now = Instant::now();
+                    for report in &mut reports {
+                        report.max_event_time = reported_max.get(&report.partition).copied();
+                        let last_record = clocks
+                            .get(&report.partition)
+                            .map_or(started, |clock| clock.last_record);
+                        report.idle = config
+                            .idle_timeout
+                            .is_some_and(|timeout| now.duration_since(last_record) >= timeout);
+                    }
+                    output.session(&cap).give_container(&mut reports);
+                }
+            }
+        });
+        (events, progress)
+    }
+}

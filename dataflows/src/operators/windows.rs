@@ -1,0 +1,235 @@
+//! The `assign_windows` operator: filter, group, window, and the lateness rule.
+//!
+//! Each event that passes the view's filter becomes one insertion per window it belongs to,
+//! keyed by (window, group) and carrying the values the aggregates read. An event whose window
+//! is already final goes to `_late` instead (one row per view and window), so it changes nothing.
+//!
+//! Lateness is decided against the larger of two watermarks: the event's own partition
+//! watermark (deterministic: it depends on the partition's earlier records only), and the source
+//! watermark of the previous epoch, `W(e-1)`. As long as no partition is idle the second is never
+//! the larger (a source watermark is a minimum over partitions that each only move forward), so
+//! results do not depend on timing. A partition that was idle was left out of `W`; when its
+//! records come back, windows may have become final meanwhile, and those records are late by
+//! `W(e-1)` even though their own partition had not passed the window: that is the price of not
+//! waiting for idle partitions, and the only way timing can change a result.
+//!
+//! Events of epoch `e` wait (stashed with their capability) until `W(e-1)` is known.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::filter::Filter;
+use crate::reading::{Event, EventTime, LateRecord};
+use crate::value::Value;
+use crate::window::{is_final, session_record_is_late, WindowKey, WindowKind};
+use crate::Epoch;
+
+/// What one arrangement needs from the events; shared by every view that agrees on it.
+#[derive(Clone, Debug)]
+pub struct WindowAssignment {
+    pub filter: Option<Filter>,
+    pub group_by: Vec<usize>,
+    pub window: WindowKind,
+    pub allowed_lateness: i64,
+    /// Fields kept for the aggregates, in this order (sessions put the event time first).
+    pub projection: Vec<usize>,
+    /// Names of the views sharing this assignment, for their `_late` rows.
+    pub views: Vec<String>,
+}
+
+/// One arrangement input: `((window and group), input values)`.
+pub type WindowedValue = (WindowKey, Vec<Value>);
+
+impl WindowAssignment {
+    /// The insertions and late rows of one event, given the watermark that decides lateness.
+    fn assign(
+        &self,
+        event: &Event,
+        watermark: EventTime,
+        inserts: &mut Vec<WindowedValue>,
+        late: &mut Vec<LateRecord>,
+    ) {
+        if self.filter.as_ref().is_some_and(|f| !f.matches(&event.row)) {
+            return;
+        }
+        let group: Vec<Value> = self
+            .group_by
+            .iter()
+            .map(|&i| event.row[i].clone())
+            .collect();
+        let mut values: Vec<Value> = Vec::with_capacity(self.projection.len() + 1);
+        let mut late_for = |window_start| {
+            late.extend(self.views.iter().map(|view| LateRecord {
+                view: view.clone(),
+                partition: event.partition,
+                offset: event.offset,
+                event_time: event.event_time,
+                window_start,
+                payload: event.payload.clone(),
+            }))
+        };
+        match self.window {
+            WindowKind::Global => {
+                values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
+                let key = WindowKey {
+                    start: 0,
+                    end: 0,
+                    group,
+                };
+                inserts.push((key, values));
+            }
+            WindowKind::Hopping { .. } => {
+                values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
+                for (start, end) in self.window.fixed_windows(event.event_time) {
+                    if is_final(end, self.allowed_lateness, watermark) {
+                        late_for(start);
+                    } else {
+                        let key = WindowKey {
+                            start,
+                            end,
+                            group: group.clone(),
+                        };
+                        inserts.push((key, values.clone()));
+                    }
+                }
+            }
+            WindowKind::Session { .. } => {
+                if session_record_is_late(event.event_time, self.allowed_lateness, watermark) {
+                    late_for(event.event_time);
+                } else {
+                    values.push(Value::Timestamp(event.event_time));
+                    values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
+                    let key = WindowKey {
+                        start: 0,
+                        end: 0,
+                        group,
+                    };
+                    inserts.push((key, values));
+                }
+            }
+        }
+    }
+}
+
+/// Events stashed until the watermark that decides their lateness is known.
+struct Waiting {
+    inserts_cap: Capability<Epoch>,
+    late_cap: Capability<Epoch>,
+    events: Vec<Event>,
+}
+
+pub trait AssignWindows<'scope> {
+    /// `watermark` is the source watermark stream of the events' source.
+    fn assign_windows(
+        self,
+        watermark: StreamVec<'scope, Epoch, EventTime>,
+        assignment: Rc<WindowAssignment>,
+    ) -> (
+        VecCollection<'scope, Epoch, WindowedValue>,
+        StreamVec<'scope, Epoch, LateRecord>,
+    );
+}
+
+impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
+    fn assign_windows(
+        self,
+        watermark: StreamVec<'scope, Epoch, EventTime>,
+        assignment: Rc<WindowAssignment>,
+    ) -> (
+        VecCollection<'scope, Epoch, WindowedValue>,
+        StreamVec<'scope, Epoch, LateRecord>,
+    ) {
+        let mut builder = OperatorBuilder::new("AssignWindows".to_owned(), self.scope());
+        let mut events_in = builder.new_input(self, Pipeline);
+        let mut watermark_in = builder.new_input(watermark, Pipeline);
+        let (inserts_out, inserts) = builder.new_output::<Vec<(WindowedValue, Epoch, isize)>>();
+        let (late_out, late) = builder.new_output::<Vec<LateRecord>>();
+        let mut inserts_out = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<(WindowedValue, Epoch, isize)>>,
+        >::from(inserts_out);
+        let mut late_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<LateRecord>>>::from(late_out);
+
+        builder.build(move |_capabilities| {
+            let mut waiting: BTreeMap<Epoch, Waiting> = BTreeMap::new();
+            // Source watermarks by epoch; `floor` holds the largest one of pruned epochs.
+            let mut watermarks: BTreeMap<Epoch, EventTime> = BTreeMap::new();
+            let mut floor = i64::MIN;
+            let mut inserts = Vec::new();
+            let mut late = Vec::new();
+            move |frontiers| {
+                watermark_in.for_each(|cap, data| {
+                    if let Some(&epoch) = cap.least() {
+                        for &w in data.iter() {
+                            let entry = watermarks.entry(epoch).or_insert(w);
+                            *entry = (*entry).max(w);
+                        }
+                    }
+                });
+                events_in.for_each(|cap, data| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = waiting.entry(epoch).or_insert_with(|| Waiting {
+                        inserts_cap: cap.retain_least(0).expect("input capability"),
+                        late_cap: cap.retain_least(1).expect("input capability"),
+                        events: Vec::new(),
+                    });
+                    entry.events.append(data);
+                });
+                // W(e-1) is known once the watermark input has passed e-1.
+                let watermark_frontier = &frontiers[1];
+                while let Some(entry) = waiting.first_entry() {
+                    let epoch = *entry.key();
+                    if epoch > 0 && watermark_frontier.less_equal(&(epoch - 1)) {
+                        break;
+                    }
+                    let previous = watermarks
+                        .range(..epoch)
+                        .map(|(_, w)| *w)
+                        .fold(floor, i64::max);
+                    let batch = entry.remove();
+                    for event in &batch.events {
+                        let watermark = event.partition_watermark.max(previous);
+                        assignment.assign(event, watermark, &mut inserts, &mut late);
+                    }
+                    if !inserts.is_empty() {
+                        inserts_out
+                            .activate()
+                            .session(&batch.inserts_cap)
+                            .give_iterator(inserts.drain(..).map(|d| (d, epoch, 1)));
+                    }
+                    if !late.is_empty() {
+                        late_out
+                            .activate()
+                            .session(&batch.late_cap)
+                            .give_container(&mut late);
+                    }
+                }
+                // Events still to come are at or after the events frontier; older watermarks
+                // only matter through their maximum.
+                let oldest = waiting
+                    .keys()
+                    .next()
+                    .copied()
+                    .into_iter()
+                    .chain(frontiers[0].frontier().iter().copied())
+                    .min();
+                while let Some(entry) = watermarks.first_entry() {
+                    if oldest.is_some_and(|oldest| *entry.key() + 1 >= oldest) {
+                        break;
+                    }
+                    floor = floor.max(entry.remove());
+                }
+            }
+        });
+        (inserts.as_collection(), late)
+    }
+}
