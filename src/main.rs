@@ -97,7 +97,7 @@ struct CheckArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Readings to generate.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 200_000)]
     events: u64,
     /// Worker threads (default: all cores).
     #[arg(long)]

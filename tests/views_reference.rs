@@ -106,7 +106,11 @@ pub fn pipeline_toml(warehouse: &std::path::Path, case: &Case) -> String {
 /// Runs a case through the engine's dataflow with `workers` workers, checking every snapshot.
 /// Returns how many snapshots were checked.
 pub fn run_case(case: &Case, workers: usize) -> usize {
-    let dir = tempfile::tempdir().unwrap();
+    run_case_in(&tempfile::tempdir().unwrap(), case, workers)
+}
+
+/// As `run_case`, writing the warehouse into `dir` (so a test can query it afterwards).
+pub fn run_case_in(dir: &tempfile::TempDir, case: &Case, workers: usize) -> usize {
     let path = dir.path().join("w.duckdb");
     let pipeline = Pipeline::from_toml(&pipeline_toml(&path, case), "case").unwrap();
     let warehouse = Warehouse::open(&path, &pipeline.views, &pipeline.source_infos()).unwrap();
@@ -345,4 +349,146 @@ fn a_hand_made_case_with_late_records_is_checked() {
         "{:?}",
         model.late
     );
+}
+
+/// Golden tests: one small input, read by hand, and the expected rows of each window kind.
+mod golden {
+    use super::*;
+
+    fn rec(key: &str, second: i64, value: i64) -> Msg {
+        Msg::Good(Rec {
+            key: key.to_owned(),
+            sub: value % 2,
+            value: Some(value),
+            score: 1.0,
+            flag: value >= 3,
+            ts: T0 + second * SECOND,
+        })
+    }
+
+    /// One partition, one epoch, no out-of-orderness, no allowed lateness. Records in offset
+    /// order (key@second value): a@1 1, a@4 2, b@5 3, a@12 4, b@8 5, a@30 6, a@2 7. The partition
+    /// watermark before b@8 is 12 and before a@2 is 30; the source watermark at the end is 30.
+    /// `flag` is `value >= 3`, `sub` is `value % 2`. Rows are compared as text, sorted.
+    fn tables(query: &str) -> Vec<String> {
+        let case = Case {
+            partitions: vec![vec![
+                rec("a", 1, 1),
+                rec("a", 4, 2),
+                rec("b", 5, 3),
+                rec("a", 12, 4),
+                rec("b", 8, 5),
+                rec("a", 30, 6),
+                rec("a", 2, 7),
+            ]],
+            cuts: vec![vec![7]],
+            out_of_orderness: 0,
+            lateness: 0,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(run_case_in(&dir, &case, 2), 1);
+        let conn = duckdb::Connection::open(dir.path().join("w.duckdb")).unwrap();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT concat_ws(' | ', *COLUMNS(*)) FROM ({query}) ORDER BY ALL"
+            ))
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    /// Window bounds as seconds after T0.
+    const S: &str =
+        "(epoch(window_start) - 1709510400)::INT AS s, (epoch(window_end) - 1709510400)::INT AS e";
+
+    #[test]
+    fn tumbling_10s() {
+        // b@8 arrives after a@12 (watermark 12): window [0,10) ends at 10 <= 12, so b@8 is late.
+        // a@2 arrives at watermark 30: late too. [30,40) is open (30 + 10 > 30).
+        assert_eq!(
+            tables(&format!("SELECT key, {S}, n, sum_value, min_value, max_value, distinct_sub, is_final FROM tumbling")),
+            [
+                "a | 0 | 10 | 2 | 3 | 1 | 2 | 2 | true",
+                "a | 10 | 20 | 1 | 4 | 4 | 4 | 1 | true",
+                "a | 30 | 40 | 1 | 6 | 6 | 6 | 1 | false",
+                "b | 0 | 10 | 1 | 3 | 3 | 3 | 1 | true",
+            ]
+        );
+        assert_eq!(
+            tables("SELECT \"view\", \"offset\", (epoch(window_start) - 1709510400)::INT FROM _late WHERE \"view\" LIKE 'tumbling%'"),
+            ["tumbling | 4 | 0", "tumbling | 6 | 0", "tumbling_shared | 4 | 0", "tumbling_shared | 6 | 0"]
+        );
+        // emit = "final": only the final windows.
+        assert_eq!(
+            tables(&format!(
+                "SELECT key, {S}, n, max_value FROM tumbling_shared"
+            )),
+            [
+                "a | 0 | 10 | 2 | 2",
+                "a | 10 | 20 | 1 | 4",
+                "b | 0 | 10 | 1 | 3"
+            ]
+        );
+    }
+
+    #[test]
+    fn hopping_10s_every_4s() {
+        // Windows start at multiples of 4: a@1 is in [-8,2) and [-4,6) and [0,10).
+        assert_eq!(
+            tables(&format!("SELECT key, flag, {S}, n, sum_value, is_final FROM hopping WHERE key = 'a' AND NOT flag")),
+            // (sorted as text: "-4" before "-8")
+            [
+                "a | false | -4 | 6 | 2 | 3 | true",
+                "a | false | -8 | 2 | 1 | 1 | true",
+                "a | false | 0 | 10 | 2 | 3 | true",
+                "a | false | 4 | 14 | 1 | 2 | true",
+            ]
+        );
+        assert_eq!(
+            tables(&format!(
+                "SELECT key, {S}, n, is_final FROM hopping WHERE key = 'b'"
+            )),
+            // b@5 (flag: v3 >= 3); b@8 came at watermark 12: [0,10) final, so late there, but
+            // [4,14) and [8,18) were still open.
+            [
+                "b | -4 | 6 | 1 | true",
+                "b | 0 | 10 | 1 | true",
+                "b | 4 | 14 | 2 | true",
+                "b | 8 | 18 | 1 | true"
+            ]
+        );
+    }
+
+    #[test]
+    fn sessions_gap_3s() {
+        // a: 1, 4 (4 - 1 >= 3: new session), 12, 30; a@2 is late (2 + 0 < watermark 30).
+        // b: 5, then 8 (late: 8 < watermark 12).
+        assert_eq!(
+            tables(&format!(
+                "SELECT key, {S}, n, sum_value, is_final FROM sessions"
+            )),
+            [
+                "a | 1 | 4 | 1 | 1 | true",
+                "a | 12 | 15 | 1 | 4 | true",
+                "a | 30 | 33 | 1 | 6 | false",
+                "a | 4 | 7 | 1 | 2 | true",
+                "b | 5 | 8 | 1 | 3 | true",
+            ]
+        );
+    }
+
+    #[test]
+    fn running_aggregate_without_window() {
+        // filter `value > 2 or flag`; group (key, sub); never late, never final.
+        assert_eq!(
+            tables("SELECT key, sub, n, sum_value, max_value FROM running"),
+            [
+                "a | 0 | 2 | 10 | 6",
+                "a | 1 | 1 | 7 | 7",
+                "b | 1 | 2 | 8 | 5"
+            ]
+        );
+    }
 }
