@@ -169,11 +169,10 @@ impl<'scope> Finalize<'scope> for StreamVec<'scope, Epoch, (WindowedValue, Epoch
                         }
                         if window.is_windowed() {
                             while let Some(first) = open.first_entry() {
-                                let (end, start, _) = first.key();
+                                let (end, _, _) = first.key();
                                 if !is_final(*end, lateness, watermark) {
                                     break;
                                 }
-                                let _ = start;
                                 let ((end, start, group), aggregates) = first.remove_entry();
                                 let row = view_row(&view, &group, start, end, aggregates, true);
                                 emitted.insert((group, start), Some(row));

@@ -76,18 +76,13 @@ impl WindowAssignment {
                 payload: event.payload.clone(),
             }))
         };
+        // Session views carry each record's event time in front of the aggregates' inputs.
+        if let WindowKind::Session { .. } = self.window {
+            values.push(Value::Timestamp(event.event_time));
+        }
+        values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
         match self.window {
-            WindowKind::Global => {
-                values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
-                let key = WindowKey {
-                    start: 0,
-                    end: 0,
-                    group,
-                };
-                inserts.push((key, values));
-            }
             WindowKind::Hopping { .. } => {
-                values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
                 for (start, end) in self.window.fixed_windows(event.event_time) {
                     if is_final(end, self.allowed_lateness, watermark) {
                         late_for(start);
@@ -101,19 +96,18 @@ impl WindowAssignment {
                     }
                 }
             }
-            WindowKind::Session { .. } => {
-                if session_record_is_late(event.event_time, self.allowed_lateness, watermark) {
-                    late_for(event.event_time);
-                } else {
-                    values.push(Value::Timestamp(event.event_time));
-                    values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
-                    let key = WindowKey {
-                        start: 0,
-                        end: 0,
-                        group,
-                    };
-                    inserts.push((key, values));
-                }
+            WindowKind::Session { .. }
+                if session_record_is_late(event.event_time, self.allowed_lateness, watermark) =>
+            {
+                late_for(event.event_time);
+            }
+            WindowKind::Global | WindowKind::Session { .. } => {
+                let key = WindowKey {
+                    start: 0,
+                    end: 0,
+                    group,
+                };
+                inserts.push((key, values));
             }
         }
     }
