@@ -184,8 +184,13 @@ fn sink_commit(c: &mut Criterion) {
             || {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("bench.duckdb");
-                let warehouse =
-                    Warehouse::open(&path, &pipeline.views, &pipeline.source_infos()).unwrap();
+                let warehouse = Warehouse::open(
+                    &path,
+                    &pipeline.views,
+                    &pipeline.source_infos(),
+                    &pipeline.definition(),
+                )
+                .unwrap();
                 let snapshot = Snapshot {
                     epoch: 1,
                     changes: changes.clone(),

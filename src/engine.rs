@@ -1,5 +1,6 @@
 //! Runs a pipeline: pre-flight checks, the timely workers, and the single warehouse writer.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,8 +8,11 @@ use std::time::{Duration, Instant};
 use duckdb::Connection;
 use tidewater_connectors::kafka::kafka_source;
 use tidewater_connectors::{SourceControl, SourcePlan};
-use tidewater_dataflows::operators::{CollectSnapshots, WRITER_WORKER};
-use tidewater_dataflows::{build_views, Epoch, SourceStreams};
+use tidewater_dataflows::operators::{
+    CheckpointSchedule, CollectSnapshots, SourceClock, StateEntry, WRITER_WORKER,
+};
+use tidewater_dataflows::{build_durable_views, Durability, Epoch, Restore, SourceStreams};
+use tidewater_sinks::resume::Positions;
 use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
 
 use crate::error::EngineError;
@@ -67,6 +71,15 @@ struct WriterState {
     failure: Mutex<Option<SinkError>>,
 }
 
+/// (partition → next offset) of one source's positions.
+fn offsets_of(positions: &Positions, source: usize) -> BTreeMap<i32, i64> {
+    positions
+        .iter()
+        .filter(|((s, _), _)| *s == source)
+        .map(|((_, partition), (offset, _))| (*partition, *offset))
+        .collect()
+}
+
 /// Runs the pipeline until its sources stop: at the end offsets (`exit_at_end`, or ones set on
 /// `control` later), on `control.request_stop()` (Ctrl-C), or on a fatal error. Every stop ends
 /// with the last complete epoch committed.
@@ -78,25 +91,81 @@ pub fn run(
     let started = Instant::now();
     let config = &pipeline.config;
     // Pre-flight: the warehouse first (nothing is consumed if it cannot be written), then Kafka.
-    let warehouse = Warehouse::open(
+    let mut warehouse = Warehouse::open(
         &config.warehouse.path,
         &pipeline.views,
         &pipeline.source_infos(),
+        &pipeline.definition(),
     )?;
+    let resume = warehouse.resume_point().cloned();
     let mut plans = Vec::new();
-    for source in &config.sources {
-        let plan = SourcePlan::prepare(&source.kafka())?;
-        for (partition, earliest) in plan.unretained() {
-            eprintln!(
-                "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
-                plan.topic
-            );
+    for (index, source) in config.sources.iter().enumerate() {
+        let mut plan = SourcePlan::prepare(&source.kafka())?;
+        match &resume {
+            Some(point) => {
+                let from = point
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| offsets_of(&c.positions, index))
+                    .unwrap_or_default();
+                plan.resume(&from, &offsets_of(&point.committed, index))?;
+            }
+            None => {
+                for (partition, earliest) in plan.unretained() {
+                    eprintln!(
+                        "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
+                        plan.topic
+                    );
+                }
+            }
         }
         if options.exit_at_end {
             control.set_end_offsets(&plan.topic, plan.high_watermarks.clone());
         }
         plans.push(plan);
     }
+    // A resumed run restores the last checkpoint at epoch 0, replays the records between it
+    // and the last snapshot in epoch 1 without writing, and goes on from epoch 2.
+    let live_from = if resume.is_some() { 2 } else { 0 };
+    warehouse.set_live_from(live_from);
+    if let Some(point) = &resume {
+        let replay: i64 = plans.iter().map(SourcePlan::replay_records).sum();
+        eprintln!(
+            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} records to replay",
+            point.last_snapshot,
+            point
+                .checkpoint
+                .as_ref()
+                .map_or("the beginning of every partition".to_owned(), |c| format!(
+                    "the checkpoint of snapshot {}",
+                    c.snapshot_id
+                )),
+            point.checkpoint.as_ref().map_or(0, |c| c.state.len()),
+        );
+    }
+    let checkpoints = CheckpointSchedule {
+        every: config.warehouse.checkpoint_every(),
+        first: live_from,
+    };
+    let restored = resume.as_ref().map(|point| {
+        let checkpoint = point.checkpoint.clone().unwrap_or_default();
+        let clocks = (0..config.sources.len())
+            .map(|index| SourceClock {
+                max_event_times: checkpoint
+                    .positions
+                    .iter()
+                    .filter(|((source, _), _)| *source == index)
+                    .filter_map(|((_, partition), (_, max))| max.map(|m| (*partition, m)))
+                    .collect(),
+                watermark: checkpoint
+                    .watermarks
+                    .get(&index)
+                    .copied()
+                    .unwrap_or(i64::MIN),
+            })
+            .collect::<Vec<_>>();
+        (clocks, checkpoint.state)
+    });
 
     let workers = options.workers.max(1);
     let warehouse_slot = Arc::new(Mutex::new(Some(warehouse)));
@@ -106,7 +175,7 @@ pub fn run(
         .progress
         .then(|| ProgressLine::start(Arc::clone(&control), Arc::clone(&writer.snapshots)));
 
-    let worker_pipeline = Arc::new((pipeline.clone(), plans));
+    let worker_pipeline = Arc::new((pipeline.clone(), plans, restored));
     let worker_control = Arc::clone(&control);
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
@@ -122,7 +191,23 @@ pub fn run(
         let control = Arc::clone(&worker_control);
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
-        let (pipeline, plans) = &*worker_pipeline;
+        let (pipeline, plans, restored) = &*worker_pipeline;
+        let durability = Durability {
+            checkpoints: Some(checkpoints),
+            restore: restored.as_ref().map(|(clocks, state)| {
+                // This worker's share; the arrangements route every entry by its key.
+                let mut share: BTreeMap<usize, Vec<StateEntry>> = BTreeMap::new();
+                for (arrangement, entry) in
+                    state.iter().skip(worker.index()).step_by(worker.peers())
+                {
+                    share.entry(*arrangement).or_default().push(entry.clone());
+                }
+                Restore {
+                    clocks: clocks.clone(),
+                    state: share,
+                }
+            }),
+        };
         worker.dataflow::<Epoch, _, _>(|scope| {
             let sources = pipeline
                 .config
@@ -140,33 +225,38 @@ pub fn run(
                     SourceStreams { records, progress }
                 })
                 .collect();
-            build_views(scope, &pipeline.sources, &pipeline.views, sources).collect_snapshots(
-                move |snapshot| {
-                    let Some(open) = warehouse.as_mut() else {
-                        return;
-                    };
-                    match open.commit(&snapshot) {
-                        Ok(Some(info)) => {
-                            writer.snapshots.fetch_add(1, Ordering::Relaxed);
-                            writer
-                                .rejected
-                                .fetch_add(info.records_rejected, Ordering::Relaxed);
-                            writer.late.fetch_add(info.records_late, Ordering::Relaxed);
-                            if let Some(hook) = &on_commit {
-                                hook(open.connection(), &info);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(error) => {
-                            // Later epochs must not be committed on top of the gap: the
-                            // writer closes the file and ignores them.
-                            warehouse = None;
-                            *writer.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-                            control.request_stop();
+            build_durable_views(
+                scope,
+                &pipeline.sources,
+                &pipeline.views,
+                sources,
+                &durability,
+            )
+            .collect_snapshots(move |snapshot| {
+                let Some(open) = warehouse.as_mut() else {
+                    return;
+                };
+                match open.commit(&snapshot) {
+                    Ok(Some(info)) => {
+                        writer.snapshots.fetch_add(1, Ordering::Relaxed);
+                        writer
+                            .rejected
+                            .fetch_add(info.records_rejected, Ordering::Relaxed);
+                        writer.late.fetch_add(info.records_late, Ordering::Relaxed);
+                        if let Some(hook) = &on_commit {
+                            hook(open.connection(), &info);
                         }
                     }
-                },
-            );
+                    Ok(None) => {}
+                    Err(error) => {
+                        // Later epochs must not be committed on top of the gap: the
+                        // writer closes the file and ignores them.
+                        warehouse = None;
+                        *writer.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                        control.request_stop();
+                    }
+                }
+            });
         });
         while worker.step_or_park(Some(Duration::from_millis(10))) {}
     })

@@ -143,12 +143,15 @@ fn all_cores() -> usize {
 
 /// Ctrl-C and SIGTERM set the stop flag (last snapshot, clean exit); a second Ctrl-C exits at once.
 fn stop_on_signals(control: &SourceControl) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
     let flag = control.stop_flag();
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&flag))?;
         signal_hook::flag::register(signal, Arc::clone(&flag))?;
     }
+    // A file-size limit (ulimit -f) would kill the process by default; handled, it surfaces as
+    // a write error ("File too large"), which stops the run cleanly like a full disk.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
     Ok(())
 }
 

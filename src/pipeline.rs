@@ -230,6 +230,39 @@ impl Pipeline {
         toml::to_string_pretty(&self.config).expect("a pipeline config always serializes")
     }
 
+    /// The part of the pipeline that decides what the warehouse contains: every view, and each
+    /// source's topic, format, schema and event-time settings (not brokers, client options or
+    /// batch sizes, which may change between runs). Stored in the warehouse, so that a restart
+    /// with a different definition is refused instead of mixing two pipelines' results.
+    pub fn definition(&self) -> String {
+        #[derive(Serialize)]
+        struct Definition<'a> {
+            sources: Vec<SourceConfig>,
+            views: &'a [ViewConfig],
+        }
+        let sources = self
+            .config
+            .sources
+            .iter()
+            .map(|s| SourceConfig {
+                brokers: String::new(),
+                poll_batch: 0,
+                options: BTreeMap::new(),
+                ..s.clone()
+            })
+            .collect();
+        toml::to_string_pretty(&Definition {
+            sources,
+            views: &self.config.views,
+        })
+        .expect("a pipeline definition always serializes")
+    }
+
+    /// A short, stable fingerprint of [`Pipeline::definition`], as the warehouse stores it.
+    pub fn fingerprint(&self) -> String {
+        tidewater_sinks::fingerprint(&self.definition())
+    }
+
     pub fn source_infos(&self) -> Vec<SourceInfo> {
         self.config
             .sources
@@ -333,6 +366,26 @@ path = "w.duckdb"
     }
 
     #[test]
+    fn fingerprint_ignores_connection_settings_but_not_the_definition() {
+        let base = Pipeline::from_toml(MINIMAL, "a").unwrap().fingerprint();
+        let moved = MINIMAL
+            .replace("b:9092", "elsewhere:9093")
+            .replace("topic = \"t\"", "topic = \"t\"\npoll_batch = 7");
+        assert_eq!(
+            Pipeline::from_toml(&moved, "b").unwrap().fingerprint(),
+            base
+        );
+        for changed in [
+            MINIMAL.replace("size = \"1h\"", "size = \"2h\""),
+            MINIMAL.replace("topic = \"t\"", "topic = \"u\""),
+            MINIMAL.replace("fn = \"sum\"", "fn = \"max\""),
+        ] {
+            let other = Pipeline::from_toml(&changed, "c").unwrap().fingerprint();
+            assert_ne!(other, base, "{changed}");
+        }
+    }
+
+    #[test]
     fn config_errors_name_the_line_and_the_field() {
         let cases = [
             (
@@ -374,6 +427,22 @@ path = "w.duckdb"
                 MINIMAL.replace("size = \"1h\"", "size = \"1 fortnight\""),
                 "line 16",
                 "unknown unit",
+            ),
+            (
+                MINIMAL.replace(
+                    "window = { type = \"tumbling\", size = \"1h\" }",
+                    "emit = \"final\"",
+                ),
+                "line 14",
+                "needs a window",
+            ),
+            (
+                MINIMAL.replace(
+                    "window = { type = \"tumbling\", size = \"1h\" }",
+                    "allowed_lateness = \"5m\"",
+                ),
+                "line 14",
+                "needs a window",
             ),
         ];
         for (text, line, field) in cases {

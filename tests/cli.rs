@@ -86,6 +86,57 @@ fn help_lists_the_commands_and_their_options() {
     }
 }
 
+/// `tidewater check` on the demo's own pipeline file (as `demo --print-pipeline` prints it):
+/// every view with its table schema and the shared arrangements; a broken file is one error
+/// line with its location, a non-zero exit, and no warehouse.
+#[test]
+fn check_prints_views_and_schemas_or_one_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = tidewater()
+        .args(["demo", "--print-pipeline"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let file = dir.path().join("turnstile.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let output = tidewater()
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("ok, 1 source(s), 7 view(s)"), "{text}");
+    for expected in [
+        "view station_hourly (from turnstiles = topic `turnstile`): group by station, tumbling 1h",
+        "CREATE TABLE station_hourly (\n    station VARCHAR NOT NULL,\n    window_start TIMESTAMP NOT NULL,",
+        "view turnstile_sessions",
+        "session",
+        "hopping 15m",
+        "count_distinct",
+        "shared arrangements: station_hourly, station_hourly_peaks",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+
+    let text = String::from_utf8_lossy(&printed.stdout).replace(
+        "{ column = \"exits\", fn = \"sum\", field = \"exits\" },\n]",
+        "{ column = \"exits\", fn = \"median\", field = \"exits\" },\n]",
+    );
+    assert!(text.contains("median"));
+    std::fs::write(&file, text).unwrap();
+    let output = tidewater()
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let line = error_line(&output);
+    assert!(
+        line.contains("turnstile.toml") && line.contains("line ") && line.contains("median"),
+        "{line}"
+    );
+    assert!(!dir.path().join("warehouse.duckdb").exists());
+}
+
 #[test]
 fn unreachable_broker_fails_within_10_seconds() {
     let dir = tempfile::tempdir().unwrap();

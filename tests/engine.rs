@@ -277,3 +277,37 @@ fn bad_records_land_in_rejects_and_every_good_record_is_counted() {
         assert_eq!(recorded, 1, "a reject is committed with a snapshot");
     }
 }
+
+/// Every table of the demo pipeline (all window kinds, late and malformed records) is identical
+/// whatever the number of workers, and from one run to the next: no result depends on how
+/// partitions are spread, on poll timing, or on which worker finishes reading first.
+#[test]
+fn every_table_is_the_same_with_1_2_3_and_4_workers() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("shapes", 4).unwrap();
+    produce_turnstile_topic(&brokers, "shapes", 30_000, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = None;
+    for (run_index, workers) in [1, 2, 3, 4, 2].into_iter().enumerate() {
+        let path = dir.path().join(format!("run_{run_index}.duckdb"));
+        run(
+            &turnstile_pipeline(&brokers, "shapes", &path),
+            bounded(workers, None),
+            SourceControl::new(),
+        )
+        .unwrap();
+        let contents = warehouse_contents(&path);
+        match &first {
+            None => {
+                assert!(contents["_late"].len() > 100 && !contents["_rejects"].is_empty());
+                first = Some(contents);
+            }
+            Some(first) => assert_same_contents(
+                &contents,
+                first,
+                &format!("run {run_index} with {workers} workers"),
+            ),
+        }
+    }
+}

@@ -30,67 +30,6 @@ pub struct Case {
     pub lateness: i64,
 }
 
-pub fn views(lateness: i64) -> Vec<ModelView> {
-    let all = ALL_AGGREGATES.to_vec();
-    vec![
-        ModelView {
-            name: "tumbling",
-            group_by: &["key"],
-            window: Window::Tumbling(10 * SECOND),
-            lateness,
-            emit_final: false,
-            filtered: false,
-            aggregates: all.clone(),
-        },
-        // Same group, window and lateness as `tumbling`: shares its arrangement.
-        ModelView {
-            name: "tumbling_shared",
-            group_by: &["key"],
-            window: Window::Tumbling(10 * SECOND),
-            lateness,
-            emit_final: true,
-            filtered: false,
-            aggregates: vec![Agg::MaxValue, Agg::Count],
-        },
-        ModelView {
-            name: "hopping",
-            group_by: &["key", "flag"],
-            window: Window::Hopping(10 * SECOND, 4 * SECOND),
-            lateness,
-            emit_final: false,
-            filtered: false,
-            aggregates: all.clone(),
-        },
-        ModelView {
-            name: "hopping_final",
-            group_by: &[],
-            window: Window::Hopping(6 * SECOND, 3 * SECOND),
-            lateness,
-            emit_final: true,
-            filtered: true,
-            aggregates: vec![Agg::Count, Agg::SumValue, Agg::DistinctSub],
-        },
-        ModelView {
-            name: "sessions",
-            group_by: &["key"],
-            window: Window::Session(3 * SECOND),
-            lateness,
-            emit_final: false,
-            filtered: false,
-            aggregates: all.clone(),
-        },
-        ModelView {
-            name: "running",
-            group_by: &["key", "sub"],
-            window: Window::Global,
-            lateness: 0,
-            emit_final: false,
-            filtered: true,
-            aggregates: all,
-        },
-    ]
-}
-
 pub fn pipeline_toml(warehouse: &std::path::Path, case: &Case) -> String {
     let mut text = source_toml("127.0.0.1:9", case.out_of_orderness);
     for view in views(case.lateness) {
@@ -113,7 +52,13 @@ pub fn run_case(case: &Case, workers: usize) -> usize {
 pub fn run_case_in(dir: &tempfile::TempDir, case: &Case, workers: usize) -> usize {
     let path = dir.path().join("w.duckdb");
     let pipeline = Pipeline::from_toml(&pipeline_toml(&path, case), "case").unwrap();
-    let warehouse = Warehouse::open(&path, &pipeline.views, &pipeline.source_infos()).unwrap();
+    let warehouse = Warehouse::open(
+        &path,
+        &pipeline.views,
+        &pipeline.source_infos(),
+        &pipeline.definition(),
+    )
+    .unwrap();
     let slot = Arc::new(Mutex::new(Some(warehouse)));
     let checked = Arc::new(AtomicUsize::new(0));
     let case = Arc::new(case.clone());
@@ -139,7 +84,7 @@ pub fn run_case_in(dir: &tempfile::TempDir, case: &Case, workers: usize) -> usiz
                         return;
                     };
                     let conn = warehouse.connection();
-                    let offsets = read_offsets(conn, info.snapshot_id);
+                    let offsets = read_offsets(conn, info.snapshot_id, EVENTS);
                     let case = &check_case;
                     watermark = next_watermark(
                         watermark,
@@ -158,6 +103,7 @@ pub fn run_case_in(dir: &tempfile::TempDir, case: &Case, workers: usize) -> usiz
                         conn,
                         info.snapshot_id,
                         &expected,
+                        EVENTS,
                         &format!("epoch {}", info.epoch),
                     );
                     checked.fetch_add(1, Ordering::Relaxed);

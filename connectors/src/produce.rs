@@ -66,13 +66,30 @@ impl TopicProducer {
         })
     }
 
-    /// Queues one message, waiting while librdkafka's queue is full.
+    /// Queues one message, partitioned by its key, waiting while librdkafka's queue is full.
     pub fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), ConnectorError> {
+        self.queue(None, key, payload)
+    }
+
+    /// Queues one message into a chosen partition (tests and replays that need exact layouts).
+    pub fn send_to(&mut self, partition: i32, payload: &[u8]) -> Result<(), ConnectorError> {
+        self.queue(Some(partition), None, payload)
+    }
+
+    fn queue(
+        &mut self,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), ConnectorError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload);
             if let Some(key) = key {
                 record = record.key(key);
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
             }
             match self.producer.send(record) {
                 Ok(()) => break,

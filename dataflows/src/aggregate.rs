@@ -48,6 +48,8 @@ pub struct AggregateSpec {
     pub function: AggregateFn,
     /// Index of the input field in the source schema.
     pub field: Option<usize>,
+    /// Its name, for descriptions.
+    pub field_name: Option<String>,
     pub field_type: Option<FieldType>,
 }
 
@@ -81,8 +83,19 @@ impl AggregateSpec {
             column: config.column.clone(),
             function,
             field,
+            field_name: config.field.clone(),
             field_type,
         })
+    }
+
+    /// `entries = sum(entries)`, `readings = count(*)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} = {}({})",
+            self.column,
+            self.function.name(),
+            self.field_name.as_deref().unwrap_or("*")
+        )
     }
 
     /// DuckDB type of the output column (`sum` of ints is HUGEINT, as in DuckDB itself).
@@ -210,6 +223,7 @@ mod tests {
             column: "c".into(),
             function,
             field: field_type.map(|_| 0),
+            field_name: field_type.map(|_| "f".to_owned()),
             field_type,
         }
     }

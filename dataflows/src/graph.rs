@@ -6,20 +6,23 @@
 //! open windows by `retire_final_windows` → per view, its aggregates (`reduce`) → `finalize`
 //! into row changes. Everything a sink needs leaves as one stream of [`SnapshotPart`]s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::AsCollection;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::{Map, ToStream};
+use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::aggregate::compute;
 use crate::operators::{
-    AssignEventTime, AssignWindows, DecodeRecords, Finalize, RetireFinalWindows, SnapshotPart,
-    SourceWatermark, WatermarkConfig, WindowAssignment, WindowedValue,
+    AssignEventTime, AssignWindows, Checkpoint, CheckpointSchedule, DecodeRecords, Finalize,
+    RetireFinalWindows, SnapshotPart, SourceClock, SourceWatermark, StateEntry, WatermarkConfig,
+    WindowAssignment, WindowedValue,
 };
 use crate::reading::{RawRecord, SourceProgress};
 use crate::record::Schema;
@@ -67,20 +70,61 @@ pub fn describe_sharing(views: &[ViewSpec]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Builds the dataflow; `sources[i]` are the streams of `specs[i]`.
+/// What makes a dataflow resumable: checkpoints of its arrangements, and what a restart
+/// restores at epoch 0 (the sources then replay from the checkpoint's offsets in epoch 1).
+#[derive(Clone, Debug, Default)]
+pub struct Durability {
+    /// When to checkpoint; `None`: never (the state is not persisted).
+    pub checkpoints: Option<CheckpointSchedule>,
+    pub restore: Option<Restore>,
+}
+
+/// A checkpoint as one worker restores it.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// Per source (in `specs` order): its event-time clock at the checkpoint.
+    pub clocks: Vec<SourceClock>,
+    /// Per arrangement (numbered as in [`arrangement_count`]): this worker's share of its
+    /// entries (any share will do: the arrangement routes them by key).
+    pub state: BTreeMap<usize, Vec<StateEntry>>,
+}
+
+/// How many arrangements the views need; checkpoint entries name them `0..count`.
+pub fn arrangement_count(views: &[ViewSpec]) -> usize {
+    arrangement_groups(views).len()
+}
+
+/// Builds the dataflow; `sources[i]` are the streams of `specs[i]`. No checkpoints.
 pub fn build_views<'scope>(
     scope: Scope<'scope, Epoch>,
     specs: &[SourceSpec],
     views: &[ViewSpec],
     sources: Vec<SourceStreams<'scope>>,
 ) -> StreamVec<'scope, Epoch, SnapshotPart> {
+    build_durable_views(scope, specs, views, sources, &Durability::default())
+}
+
+/// Builds the dataflow with checkpoints and, when resuming, the restored state.
+pub fn build_durable_views<'scope>(
+    scope: Scope<'scope, Epoch>,
+    specs: &[SourceSpec],
+    views: &[ViewSpec],
+    sources: Vec<SourceStreams<'scope>>,
+    durability: &Durability,
+) -> StreamVec<'scope, Epoch, SnapshotPart> {
     let mut parts: Vec<StreamVec<'scope, Epoch, SnapshotPart>> = Vec::new();
     let mut events_of = Vec::new();
     let mut watermark_of = Vec::new();
+    let restore = durability.restore.as_ref();
     for (index, (spec, streams)) in specs.iter().zip(sources).enumerate() {
+        let clock = restore
+            .and_then(|r| r.clocks.get(index).cloned())
+            .unwrap_or_else(SourceClock::start);
         let (events, rejects) = streams.records.decode_records(Arc::clone(&spec.schema));
-        let (events, progress) = events.event_time(streams.progress, spec.watermarks);
-        let watermark = progress.clone().source_watermark(spec.watermarks);
+        let (events, progress) = events.event_time(streams.progress, spec.watermarks, &clock);
+        let watermark = progress
+            .clone()
+            .source_watermark(spec.watermarks, clock.watermark);
         parts.push(rejects.map(move |r| SnapshotPart::Reject(index, r)));
         parts.push(progress.map(move |p| SnapshotPart::Progress(index, p)));
         parts.push(
@@ -92,7 +136,25 @@ pub fn build_views<'scope>(
         watermark_of.push(watermark);
     }
 
-    for (key, members) in arrangement_groups(views) {
+    // Every epoch some source closed: when checkpoints are taken.
+    let ticks = scope.concatenate(watermark_of.clone());
+    if let Some(schedule) = durability.checkpoints {
+        parts.push(
+            ticks
+                .clone()
+                .unary(Pipeline, "CheckpointMarker", move |_cap, _info| {
+                    move |input, output| {
+                        input.for_each(|cap, _data| {
+                            if cap.least().is_some_and(|e| schedule.is_checkpoint(*e)) {
+                                output.session(&cap).give(SnapshotPart::Checkpoint);
+                            }
+                        });
+                    }
+                }),
+        );
+    }
+
+    for (arrangement, (key, members)) in arrangement_groups(views).into_iter().enumerate() {
         let first = &views[members[0]];
         let mut projection: Vec<usize> = Vec::new();
         for &member in &members {
@@ -119,6 +181,16 @@ pub fn build_views<'scope>(
 
         let names: Vec<&str> = members.iter().map(|&i| views[i].name.as_str()).collect();
         let arrangement_name = format!("Arrange: windows of {}", names.join(", "));
+        // A restart's state enters at epoch 0, before any replayed record.
+        let restored = restore
+            .and_then(|r| r.state.get(&arrangement))
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, values, count)| ((key, values), 0 as Epoch, count))
+            .to_stream(scope)
+            .as_collection();
+        let inserts = inserts.concat(restored);
         let arranged = if key.window.is_windowed() {
             // Evictions of final windows come back into the arrangement one epoch later.
             let (handle, retired) = scope.feedback::<Vec<(WindowedValue, Epoch, isize)>>(1);
@@ -132,6 +204,13 @@ pub fn build_views<'scope>(
         } else {
             inserts.arrange_by_key_named(&arrangement_name)
         };
+        if let Some(schedule) = durability.checkpoints {
+            parts.push(
+                arranged
+                    .checkpoint(ticks.clone(), schedule)
+                    .map(move |entry| SnapshotPart::State(arrangement, entry)),
+            );
+        }
 
         for &member in &members {
             let view = Rc::new(views[member].clone());

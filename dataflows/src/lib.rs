@@ -28,7 +28,10 @@ pub mod window;
 pub use aggregate::{AggregateFn, AggregateSpec};
 pub use error::DataflowError;
 pub use filter::Filter;
-pub use graph::{build_views, SourceSpec, SourceStreams};
+pub use graph::{
+    arrangement_count, build_durable_views, build_views, Durability, Restore, SourceSpec,
+    SourceStreams,
+};
 pub use reading::{Event, EventTime, LateRecord, RawRecord, Reading, Rejected, SourceProgress};
 pub use record::{FieldConfig, Format, Schema, TimestampFormat};
 pub use value::{FieldType, Value};

@@ -151,6 +151,17 @@ impl ViewSpec {
             .map(|text| Filter::parse(text, schema))
             .transpose()?;
         let window = WindowKind::new(config.window.as_ref())?;
+        // A running aggregate never closes, so neither of these could ever take effect.
+        if !window.is_windowed() && config.emit == EmitMode::Final {
+            return Err(invalid(
+                "emit = \"final\" needs a window: a view without one is a running aggregate that never becomes final".to_owned(),
+            ));
+        }
+        if !window.is_windowed() && !config.allowed_lateness.0.is_zero() {
+            return Err(invalid(
+                "allowed_lateness needs a window: a view without one never closes, so every record counts".to_owned(),
+            ));
+        }
         if config.aggregates.is_empty() {
             return Err(invalid("a view needs at least one aggregate".to_owned()));
         }
@@ -263,7 +274,15 @@ impl ViewSpec {
             ),
             WindowKind::Session { gap } => format!("sessions, gap {}", micros_to_duration(gap)),
         };
-        let mut line = window;
+        let mut line = if self.group_by.is_empty() {
+            window
+        } else {
+            let groups: Vec<&str> = self.columns[..self.group_by.len()]
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            format!("group by {}, {window}", groups.join(", "))
+        };
         if self.window.is_windowed() {
             line.push_str(&format!(
                 ", allowed lateness {}, emit {}",
@@ -277,6 +296,8 @@ impl ViewSpec {
         if let Some(filter) = &self.filter {
             line.push_str(&format!(", where {}", filter.text()));
         }
+        let aggregates: Vec<String> = self.aggregates.iter().map(|a| a.describe()).collect();
+        line.push_str(&format!(": {}", aggregates.join(", ")));
         line
     }
 }

@@ -10,8 +10,15 @@ pub enum SinkError {
     Locked { path: PathBuf, detail: String },
     #[error("warehouse {path} cannot be written: {detail}")]
     Unwritable { path: PathBuf, detail: String },
-    #[error("warehouse {path} already holds {snapshots} snapshots from an earlier run; resuming is not supported yet, so use a new file or remove this one")]
-    AlreadyWritten { path: PathBuf, snapshots: i64 },
+    #[error("warehouse {path} was written by a different pipeline definition (fingerprint {stored}, this pipeline's is {current}; first difference: {difference}); run the pipeline file that wrote it, or use a new warehouse file")]
+    PipelineChanged {
+        path: PathBuf,
+        stored: String,
+        current: String,
+        difference: String,
+    },
+    #[error("warehouse {path} holds snapshots but no pipeline definition (written by an older Tidewater); use a new warehouse file")]
+    NoDefinition { path: PathBuf },
     #[error("committing snapshot {snapshot_id} (epoch {epoch}) to {path} failed, nothing of it was written: {detail}")]
     Commit {
         path: PathBuf,

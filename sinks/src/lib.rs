@@ -1,15 +1,19 @@
 //! Tidewater's DuckDB snapshot sink.
 //!
 //! One writer owns the warehouse file. Each completed epoch becomes one snapshot, committed in
-//! ONE transaction: the view table's upserts and deletes, a `_snapshots` row, the next offset of
-//! every partition in `_offsets`, and the epoch's rejected records in `_rejects`. Every committed
-//! state of the file is therefore consistent: the view equals the aggregation of exactly the
-//! records below the recorded offsets (delivery guarantee: exactly-once into the file, given a
-//! run that starts from the offsets the file records).
+//! ONE transaction: the view tables' upserts and deletes, a `_snapshots` row, the next offset of
+//! every partition in `_offsets`, watermarks, rejected and late records, and at checkpoints the
+//! dataflow's state in `_state`. Every committed state of the file is therefore consistent: each
+//! view equals the aggregation of exactly the records below the recorded offsets. A restart
+//! resumes from the file alone ([`resume`]), so delivery into the warehouse is exactly-once
+//! through crashes at any moment, including in the middle of a commit (DuckDB's write-ahead log
+//! makes the transaction all or nothing).
 
 pub mod error;
+pub mod resume;
 pub mod schema;
 pub mod warehouse;
 
 pub use error::SinkError;
-pub use warehouse::{CommitInfo, SourceInfo, Warehouse, WarehouseConfig};
+pub use resume::{CheckpointState, ResumePoint};
+pub use warehouse::{fingerprint, CommitInfo, SourceInfo, Warehouse, WarehouseConfig};

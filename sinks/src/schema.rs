@@ -12,7 +12,18 @@ CREATE TABLE IF NOT EXISTS _snapshots (
     records_rejected BIGINT NOT NULL,
     records_late     BIGINT NOT NULL,
     rows_upserted    BIGINT NOT NULL,
-    rows_deleted     BIGINT NOT NULL
+    rows_deleted     BIGINT NOT NULL,
+    checkpoint       BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _pipeline (
+    fingerprint VARCHAR NOT NULL,
+    definition  VARCHAR NOT NULL,
+    created_at  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _state (
+    arrangement INTEGER NOT NULL,
+    entry       VARCHAR NOT NULL,
+    diff        BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS _offsets (
     snapshot_id    BIGINT NOT NULL,

@@ -11,6 +11,7 @@ use tidewater_dataflows::operators::{Snapshot, ViewChange};
 use tidewater_dataflows::ViewSpec;
 
 use crate::error::SinkError;
+use crate::resume::{read_resume_point, write_state, ResumePoint};
 use crate::schema::{apply_stage_sql, stage_ddl, stage_table, view_ddl, BOOKKEEPING_DDL};
 
 /// `[warehouse]` of the pipeline file.
@@ -22,10 +23,28 @@ pub struct WarehouseConfig {
     /// How often sources close an epoch, and so how often a snapshot is committed (default 1s).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: HumanDuration,
+    /// How often a snapshot also stores the dataflow's state, so that a restart replays at most
+    /// this much of the topics (default 1m; rounded to whole snapshot intervals).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: HumanDuration,
 }
 
 fn default_snapshot_interval() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_checkpoint_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
+}
+
+impl WarehouseConfig {
+    /// Every how many epochs a checkpoint is taken.
+    pub fn checkpoint_every(&self) -> u64 {
+        let snapshot = self.snapshot_interval.0.as_secs_f64().max(1e-3);
+        (self.checkpoint_interval.0.as_secs_f64() / snapshot)
+            .round()
+            .max(1.0) as u64
+    }
 }
 
 /// What one committed snapshot contained.
@@ -47,6 +66,16 @@ pub struct SourceInfo {
     pub topic: String,
 }
 
+/// The fingerprint of a pipeline definition (FNV-1a, 64 bits, in hex): short and stable.
+pub fn fingerprint(definition: &str) -> String {
+    let hash = definition
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
 /// The writer of one warehouse file.
 pub struct Warehouse {
     conn: Connection,
@@ -57,15 +86,27 @@ pub struct Warehouse {
     /// Last reported state of every partition seen so far: each snapshot records all of them.
     offsets: BTreeMap<(usize, i32), (i64, Option<i64>)>,
     watermarks: BTreeMap<usize, i64>,
+    /// Where a restart picks up, if the file held snapshots when it was opened.
+    resume: Option<ResumePoint>,
+    /// Epochs before this one replay what the file already holds: they are not written.
+    live_from: u64,
+    /// Snapshots committed by this writer.
+    commits: u64,
+    /// `TIDEWATER_FAULT_ABORT_IN_COMMIT=n`: abort the process inside its n-th commit, after
+    /// everything is written and before `COMMIT` (for crash tests only).
+    fault_commit: Option<u64>,
 }
 
 impl Warehouse {
     /// Opens (or creates) the file, checks it can be written and is not locked, and creates the
-    /// schema. Fails before anything is consumed.
+    /// schema. A file that already holds snapshots is resumed if `definition` (see
+    /// `Pipeline::definition`) is the one that wrote it, and refused otherwise. Fails before
+    /// anything is consumed.
     pub fn open(
         path: &Path,
         views: &[ViewSpec],
         sources: &[SourceInfo],
+        definition: &str,
     ) -> Result<Self, SinkError> {
         let parent = path
             .parent()
@@ -83,33 +124,92 @@ impl Warehouse {
             detail: e.to_string(),
         };
         conn.execute_batch(BOOKKEEPING_DDL).map_err(unwritable)?;
+        let database = |detail: String| SinkError::Database {
+            path: path.to_owned(),
+            detail,
+        };
         let snapshots: i64 = conn
             .query_row("SELECT count(*) FROM _snapshots", [], |row| row.get(0))
-            .map_err(|e| SinkError::Database {
-                path: path.to_owned(),
-                detail: e.to_string(),
+            .map_err(|e| database(e.to_string()))?;
+        let stored: Option<(String, String)> = conn
+            .query_row("SELECT fingerprint, definition FROM _pipeline", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map(Some)
+            .or_else(|e| match e {
+                duckdb::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(database(e.to_string())),
             })?;
-        if snapshots > 0 {
-            return Err(SinkError::AlreadyWritten {
-                path: path.to_owned(),
-                snapshots,
-            });
-        }
+        let current = fingerprint(definition);
         let mut setup = String::new();
+        let resume = if snapshots > 0 {
+            let Some((stored, stored_definition)) = stored else {
+                return Err(SinkError::NoDefinition {
+                    path: path.to_owned(),
+                });
+            };
+            if stored != current {
+                return Err(SinkError::PipelineChanged {
+                    path: path.to_owned(),
+                    stored,
+                    current,
+                    difference: first_difference(&stored_definition, definition),
+                });
+            }
+            read_resume_point(&conn, sources).map_err(database)?
+        } else {
+            // A file without snapshots starts over: tables with the columns of this pipeline.
+            for view in views {
+                setup.push_str(&view_ddl(view));
+            }
+            setup.push_str("DELETE FROM _pipeline; DELETE FROM _state;\n");
+            None
+        };
         for view in views {
-            setup.push_str(&view_ddl(view));
             setup.push_str(&stage_ddl(view));
         }
         conn.execute_batch(&setup).map_err(unwritable)?;
+        if snapshots == 0 {
+            conn.execute(
+                "INSERT INTO _pipeline VALUES (?, ?, now()::TIMESTAMP)",
+                params![current, definition],
+            )
+            .map_err(unwritable)?;
+        }
+        let (offsets, watermarks, next_snapshot_id) = match &resume {
+            Some(point) => (
+                point.committed.clone(),
+                point.watermarks.clone(),
+                point.last_snapshot + 1,
+            ),
+            None => (BTreeMap::new(), BTreeMap::new(), 1),
+        };
         Ok(Warehouse {
             conn,
             path: path.to_owned(),
             views: views.to_vec(),
             sources: sources.to_vec(),
-            next_snapshot_id: 1,
-            offsets: BTreeMap::new(),
-            watermarks: BTreeMap::new(),
+            next_snapshot_id,
+            offsets,
+            watermarks,
+            resume,
+            live_from: 0,
+            commits: 0,
+            fault_commit: std::env::var("TIDEWATER_FAULT_ABORT_IN_COMMIT")
+                .ok()
+                .and_then(|n| n.parse().ok()),
         })
+    }
+
+    /// Where a restart picks up: `None` for a file without snapshots.
+    pub fn resume_point(&self) -> Option<&ResumePoint> {
+        self.resume.as_ref()
+    }
+
+    /// Epochs before `epoch` replay records whose effects the file already holds: their
+    /// snapshots are not written (their positions still are, by the first live snapshot).
+    pub fn set_live_from(&mut self, epoch: u64) {
+        self.live_from = epoch;
     }
 
     /// The writer's connection, for reading back what was committed.
@@ -134,7 +234,7 @@ impl Warehouse {
         }
         let mut watermarks = self.watermarks.clone();
         watermarks.extend(snapshot.watermarks.iter().map(|(s, w)| (*s, *w)));
-        if snapshot.is_empty() {
+        if snapshot.is_empty() || snapshot.epoch < self.live_from {
             self.offsets = offsets;
             self.watermarks = watermarks;
             return Ok(None);
@@ -156,6 +256,7 @@ impl Warehouse {
                 detail: e.to_string(),
             })?;
         self.next_snapshot_id += 1;
+        self.commits += 1;
         self.offsets = offsets;
         self.watermarks = watermarks;
         Ok(Some(info))
@@ -182,7 +283,7 @@ impl Warehouse {
             start = end;
         }
         tx.execute(
-            "INSERT INTO _snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?)",
+            "INSERT INTO _snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?)",
             params![
                 info.snapshot_id,
                 info.epoch,
@@ -190,9 +291,22 @@ impl Warehouse {
                 info.records_rejected as i64,
                 info.records_late as i64,
                 info.rows_upserted as i64,
-                info.rows_deleted as i64
+                info.rows_deleted as i64,
+                snapshot.checkpoint.is_some()
             ],
         )?;
+        if let Some(state) = &snapshot.checkpoint {
+            write_state(&tx, state)?;
+        }
+        if self.fault_commit == Some(self.commits + 1) {
+            // Test hook (see `Warehouse::open`): die like `kill -9` with the transaction
+            // written but not committed. No destructor runs, nothing is flushed.
+            eprintln!(
+                "tidewater: fault injection: aborting inside commit {}",
+                self.commits + 1
+            );
+            std::process::abort();
+        }
         {
             let mut appender = tx.appender("_offsets")?;
             for ((source, partition), (next_offset, max_event_time)) in offsets {
@@ -315,6 +429,25 @@ fn classify_open_error(path: &Path, error: duckdb::Error) -> SinkError {
         SinkError::Unwritable {
             path: path.to_owned(),
             detail: first_line(&detail),
+        }
+    }
+}
+
+/// The first line where two pipeline definitions differ, both versions, for the refusal.
+fn first_difference(stored: &str, current: &str) -> String {
+    let mut stored_lines = stored.lines();
+    let mut current_lines = current.lines();
+    loop {
+        match (stored_lines.next(), current_lines.next()) {
+            (None, None) => return "none visible".to_owned(),
+            (a, b) if a == b => continue,
+            (a, b) => {
+                return format!(
+                    "the file's pipeline has `{}` where this one has `{}`",
+                    a.unwrap_or("(end)").trim(),
+                    b.unwrap_or("(end)").trim()
+                )
+            }
         }
     }
 }

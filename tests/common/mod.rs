@@ -257,3 +257,93 @@ pub fn assert_views_equal(actual: &View, expected: &View, context: &str) {
         expected.len()
     );
 }
+
+/// The demo's turnstile pipeline (all its views) reading `topic` at `brokers` into `warehouse`,
+/// with short snapshot and checkpoint intervals so that a short run has many of each.
+pub fn turnstile_pipeline(brokers: &str, topic: &str, warehouse: &Path) -> Pipeline {
+    let mut pipeline = tidewater::demo::demo_pipeline(brokers, warehouse);
+    pipeline.config.sources[0].topic = topic.to_owned();
+    pipeline.config.sources[0].poll_batch = 512;
+    pipeline.config.warehouse.snapshot_interval = "50ms".parse().unwrap();
+    pipeline.config.warehouse.checkpoint_interval = "200ms".parse().unwrap();
+    Pipeline::new(pipeline.config).expect("the demo pipeline is valid")
+}
+
+/// Generated readings (many late ones) with malformed messages mixed in, produced to `topic`.
+/// Returns how many messages the topic holds.
+pub fn produce_turnstile_topic(brokers: &str, topic: &str, count: usize, seed: u64) -> usize {
+    let mut messages = reading_messages(&readings(count, seed, 0.05));
+    for i in 0..count / 2_000 {
+        let bad = match i % 3 {
+            0 => b"{\"station\": ".to_vec(),
+            1 => b"{\"ca\":\"A\",\"ts\":\"not a time\"}".to_vec(),
+            _ => vec![0xff, 0x00, 0x17],
+        };
+        messages.insert(i * 2_000 + 17, (Some(format!("bad-{i}")), bad));
+    }
+    produce(brokers, topic, &messages);
+    messages.len()
+}
+
+/// Everything a restart must reproduce exactly: every view table, `_late` and `_rejects`
+/// (without snapshot ids, which depend on how the run was cut), rows as text, sorted.
+pub fn warehouse_contents(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let conn = Connection::open(path).expect("open warehouse");
+    let tables: Vec<String> = conn
+        .prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' AND (table_name NOT LIKE '\\_%' ESCAPE '\\' OR table_name IN ('_late', '_rejects')) ORDER BY 1")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut contents = BTreeMap::new();
+    for table in tables {
+        let select = if table.starts_with('_') {
+            format!("SELECT * EXCLUDE (snapshot_id) FROM {table} ORDER BY ALL")
+        } else {
+            format!("SELECT * FROM {table} ORDER BY ALL")
+        };
+        let mut statement = conn.prepare(&select).unwrap();
+        let mut rows = statement.query([]).unwrap();
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            let columns = row.as_ref().column_count();
+            let cells: Vec<String> = (0..columns)
+                .map(|i| format!("{:?}", row.get::<_, duckdb::types::Value>(i).unwrap()))
+                .collect();
+            lines.push(cells.join(" | "));
+        }
+        contents.insert(table, lines);
+    }
+    contents
+}
+
+/// Compares two warehouses' contents table by table, showing the first differing rows.
+pub fn assert_same_contents(
+    actual: &BTreeMap<String, Vec<String>>,
+    expected: &BTreeMap<String, Vec<String>>,
+    context: &str,
+) {
+    assert_eq!(
+        actual.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{context}: tables"
+    );
+    let counts: Vec<String> = expected
+        .iter()
+        .map(|(table, rows)| format!("{table}: {} (expected {})", actual[table].len(), rows.len()))
+        .collect();
+    for (table, rows) in expected {
+        let found = &actual[table];
+        if found != rows {
+            eprintln!("{context}: rows per table: {}", counts.join(", "));
+            let missing: Vec<_> = rows.iter().filter(|r| !found.contains(r)).take(3).collect();
+            let extra: Vec<_> = found.iter().filter(|r| !rows.contains(r)).take(3).collect();
+            panic!(
+                "{context}: table {table} has {} rows, {} expected\n expected, not found: {missing:#?}\n found, not expected: {extra:#?}",
+                found.len(),
+                rows.len()
+            );
+        }
+    }
+}

@@ -212,6 +212,69 @@ impl ModelView {
     }
 }
 
+/// The views of the reference tests: every window kind and every aggregate, shared and
+/// unshared arrangements, both emit modes, filtered and unfiltered.
+pub fn views(lateness: i64) -> Vec<ModelView> {
+    let all = ALL_AGGREGATES.to_vec();
+    vec![
+        ModelView {
+            name: "tumbling",
+            group_by: &["key"],
+            window: Window::Tumbling(10 * SECOND),
+            lateness,
+            emit_final: false,
+            filtered: false,
+            aggregates: all.clone(),
+        },
+        // Same group, window and lateness as `tumbling`: shares its arrangement.
+        ModelView {
+            name: "tumbling_shared",
+            group_by: &["key"],
+            window: Window::Tumbling(10 * SECOND),
+            lateness,
+            emit_final: true,
+            filtered: false,
+            aggregates: vec![Agg::MaxValue, Agg::Count],
+        },
+        ModelView {
+            name: "hopping",
+            group_by: &["key", "flag"],
+            window: Window::Hopping(10 * SECOND, 4 * SECOND),
+            lateness,
+            emit_final: false,
+            filtered: false,
+            aggregates: all.clone(),
+        },
+        ModelView {
+            name: "hopping_final",
+            group_by: &[],
+            window: Window::Hopping(6 * SECOND, 3 * SECOND),
+            lateness,
+            emit_final: true,
+            filtered: true,
+            aggregates: vec![Agg::Count, Agg::SumValue, Agg::DistinctSub],
+        },
+        ModelView {
+            name: "sessions",
+            group_by: &["key"],
+            window: Window::Session(3 * SECOND),
+            lateness,
+            emit_final: false,
+            filtered: false,
+            aggregates: all.clone(),
+        },
+        ModelView {
+            name: "running",
+            group_by: &["key", "sub"],
+            window: Window::Global,
+            lateness: 0,
+            emit_final: false,
+            filtered: true,
+            aggregates: all,
+        },
+    ]
+}
+
 /// The source part of a test pipeline file (topic `events`; JSON with RFC 3339 `ts`).
 pub fn source_toml(brokers: &str, out_of_orderness: i64) -> String {
     format!(
@@ -471,48 +534,72 @@ pub fn read_table(conn: &Connection, table: &str) -> Vec<Vec<Cell>> {
     table_rows
 }
 
-/// `_late` rows of all snapshots up to `snapshot_id`.
-pub fn read_late(conn: &Connection, snapshot_id: i64) -> BTreeSet<(String, i32, i64, i64)> {
-    conn.prepare("SELECT \"view\", \"partition\", \"offset\", epoch_us(window_start) FROM _late WHERE snapshot_id <= ?")
+/// Where a model's records come from: the topic and the source name of one pipeline source.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub source: &'a str,
+}
+
+/// The one source of the single-source tests.
+pub const EVENTS: Origin<'static> = Origin {
+    topic: "events",
+    source: "events",
+};
+
+/// `_late` rows of all snapshots up to `snapshot_id`, of records from `origin`.
+pub fn read_late(
+    conn: &Connection,
+    snapshot_id: i64,
+    origin: Origin,
+) -> BTreeSet<(String, i32, i64, i64)> {
+    conn.prepare("SELECT \"view\", \"partition\", \"offset\", epoch_us(window_start) FROM _late WHERE snapshot_id <= ? AND topic = ?")
         .unwrap()
-        .query_map([snapshot_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+        .query_map(duckdb::params![snapshot_id, origin.topic], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect()
 }
 
-pub fn read_offsets(conn: &Connection, snapshot_id: i64) -> BTreeMap<i32, i64> {
-    conn.prepare("SELECT \"partition\", next_offset FROM _offsets WHERE snapshot_id = ?")
-        .unwrap()
-        .query_map([snapshot_id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+/// Partition → next offset of `origin`'s topic committed with `snapshot_id`.
+pub fn read_offsets(conn: &Connection, snapshot_id: i64, origin: Origin) -> BTreeMap<i32, i64> {
+    conn.prepare(
+        "SELECT \"partition\", next_offset FROM _offsets WHERE snapshot_id = ? AND topic = ?",
+    )
+    .unwrap()
+    .query_map(duckdb::params![snapshot_id, origin.topic], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
 
-pub fn read_watermark(conn: &Connection, snapshot_id: i64) -> Option<i64> {
+pub fn read_watermark(conn: &Connection, snapshot_id: i64, origin: Origin) -> Option<i64> {
     conn.query_row(
-        "SELECT epoch_us(watermark) FROM _watermarks WHERE snapshot_id = ?",
-        [snapshot_id],
+        "SELECT epoch_us(watermark) FROM _watermarks WHERE snapshot_id = ? AND source = ?",
+        duckdb::params![snapshot_id, origin.source],
         |row| row.get(0),
     )
     .unwrap()
 }
 
-pub fn count_rejects(conn: &Connection, snapshot_id: i64) -> usize {
+pub fn count_rejects(conn: &Connection, snapshot_id: i64, origin: Origin) -> usize {
     conn.query_row(
-        "SELECT count(*) FROM _rejects WHERE snapshot_id <= ?",
-        [snapshot_id],
+        "SELECT count(*) FROM _rejects WHERE snapshot_id <= ? AND topic = ?",
+        duckdb::params![snapshot_id, origin.topic],
         |row| row.get::<_, i64>(0),
     )
     .unwrap() as usize
 }
 
-/// Asserts the committed state of one snapshot equals the model, with a readable diff.
+/// Asserts the committed state of one snapshot equals the model of the records from `origin`
+/// (its views' tables, and its rows of `_late` and `_rejects`), with a readable diff.
 pub fn assert_snapshot_matches(
     conn: &Connection,
     snapshot_id: i64,
     expected: &Expected,
+    origin: Origin,
     context: &str,
 ) {
     for (table, rows) in &expected.tables {
@@ -535,18 +622,18 @@ pub fn assert_snapshot_matches(
             );
         }
     }
-    let late = read_late(conn, snapshot_id);
+    let late = read_late(conn, snapshot_id, origin);
     assert_eq!(
         late, expected.late,
         "{context}, snapshot {snapshot_id}: _late"
     );
     assert_eq!(
-        count_rejects(conn, snapshot_id),
+        count_rejects(conn, snapshot_id, origin),
         expected.rejected,
         "{context}: _rejects"
     );
     assert_eq!(
-        read_watermark(conn, snapshot_id),
+        read_watermark(conn, snapshot_id, origin),
         expected.watermark,
         "{context}: watermark"
     );

@@ -23,6 +23,9 @@ pub struct SourcePlan {
     pub start_offsets: BTreeMap<i32, i64>,
     /// Partition → high watermark when the plan was made: where `--exit-at-end` stops.
     pub high_watermarks: BTreeMap<i32, i64>,
+    /// When resuming: partition → the offset up to which records are read again (the last
+    /// snapshot's), in one replay epoch before the run goes on (see the source operator).
+    pub replay_until: Option<BTreeMap<i32, i64>>,
 }
 
 impl SourcePlan {
@@ -36,6 +39,50 @@ impl SourcePlan {
                 .iter()
                 .map(|(p, (_, high))| (*p, *high))
                 .collect(),
+            replay_until: None,
+        })
+    }
+
+    /// Plans a restart: read every partition again from `from` (the last checkpoint's offsets;
+    /// partitions it does not know start at their earliest offset) up to `until` (the last
+    /// snapshot's). Fails if the broker no longer retains an offset the replay needs.
+    pub fn resume(
+        &mut self,
+        from: &BTreeMap<i32, i64>,
+        until: &BTreeMap<i32, i64>,
+    ) -> Result<(), ConnectorError> {
+        for (partition, start) in self.start_offsets.iter_mut() {
+            let earliest = *start;
+            if let Some(&from) = from.get(partition) {
+                if from < earliest {
+                    return Err(ConnectorError::OffsetOutOfRetention {
+                        topic: self.topic.clone(),
+                        partition: *partition,
+                        offset: from,
+                        earliest,
+                    });
+                }
+                *start = from;
+            }
+        }
+        let mut replay_until = BTreeMap::new();
+        for (partition, start) in &self.start_offsets {
+            replay_until.insert(
+                *partition,
+                until.get(partition).copied().unwrap_or(*start).max(*start),
+            );
+        }
+        self.replay_until = Some(replay_until);
+        Ok(())
+    }
+
+    /// Records the replay reads again: the sum over partitions of `until - from`.
+    pub fn replay_records(&self) -> i64 {
+        self.replay_until.as_ref().map_or(0, |until| {
+            until
+                .iter()
+                .map(|(p, end)| end - self.start_offsets.get(p).copied().unwrap_or(*end))
+                .sum()
         })
     }
 
@@ -48,7 +95,8 @@ impl SourcePlan {
             .map(|(p, start)| (*p, *start))
     }
 
-    /// The partitions a worker reads: partition p goes to worker p mod peers.
+    /// The partitions a worker reads: partition p goes to worker p mod peers (in a cluster,
+    /// `index` and `peers` count the workers of every process).
     pub fn partitions_of_worker(&self, index: usize, peers: usize) -> BTreeMap<i32, i64> {
         self.start_offsets
             .iter()

@@ -5,8 +5,16 @@
 //! snapshot interval a worker closes its epoch by reporting the next offset of each of its
 //! partitions on the progress output, then downgrades its capabilities to the next epoch. The
 //! records of an epoch are therefore exactly those below the offsets reported for it.
+//!
+//! A restart (a plan with `replay_until`) reports the checkpoint's offsets at epoch 0, reads
+//! exactly up to the last snapshot's offsets in epoch 1 (pausing each partition that gets
+//! there, holding back records fetched beyond), and goes on normally from epoch 2.
+//!
+//! Delivery: the source itself commits nothing to Kafka and keeps no state of its own; it reads
+//! from the offsets it is given. Together with a sink that commits offsets with the data (the
+//! DuckDB warehouse) and restarts from them, every record is applied exactly once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,6 +130,49 @@ struct PartitionReader {
     records_cap: Capability<Epoch>,
     progress_cap: Capability<Epoch>,
     epoch_deadline: Instant,
+    replay: Option<Replay>,
+}
+
+/// A restart's replay: epoch 0 reports where the replay starts (the checkpoint), epoch 1 holds
+/// exactly the records up to the last snapshot's offsets, and the run goes on from epoch 2. A
+/// partition that reaches its end is paused; records past the end that were already fetched
+/// wait in `held` for epoch 2.
+struct Replay {
+    until: BTreeMap<i32, i64>,
+    started: bool,
+    done: BTreeSet<i32>,
+    held: Vec<RawRecord>,
+}
+
+impl Replay {
+    /// Marks partitions whose position reached their end, pausing them.
+    fn mark_done(
+        &mut self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        positions: &BTreeMap<i32, PartitionPosition>,
+    ) {
+        let reached: Vec<i32> = positions
+            .iter()
+            .filter(|(p, pos)| {
+                !self.done.contains(p) && pos.next_offset >= self.until.get(p).copied().unwrap_or(0)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in reached {
+            self.pause(consumer, topic, partition);
+        }
+    }
+
+    fn pause(&mut self, consumer: &BaseConsumer, topic: &str, partition: i32) {
+        if self.done.insert(partition) {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, partition);
+            // Without the pause the held records could grow to the whole topic; if it fails,
+            // records are still held correctly, only more of them.
+            let _ = consumer.pause(&list);
+        }
+    }
 }
 
 /// Builds this worker's Kafka source. Returns the stream of records and the stream of
@@ -157,6 +208,13 @@ pub fn kafka_source<'scope>(
         OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceProgress>>>::from(progress_output);
     let poll_batch = config.poll_batch.max(1);
     let source_config = config.clone();
+    let replay_until: Option<BTreeMap<i32, i64>> = plan.replay_until.as_ref().map(|until| {
+        until
+            .iter()
+            .filter(|(p, _)| assigned.contains_key(p))
+            .map(|(p, o)| (*p, *o))
+            .collect()
+    });
 
     builder.build(move |mut capabilities| {
         let progress_cap = capabilities.pop().expect("progress capability");
@@ -180,10 +238,28 @@ pub fn kafka_source<'scope>(
             records_cap,
             progress_cap,
             epoch_deadline: Instant::now() + snapshot_interval,
+            replay: replay_until.map(|until| Replay {
+                until,
+                started: false,
+                done: BTreeSet::new(),
+                held: Vec::new(),
+            }),
         });
 
         move |_frontiers| {
             let Some(state) = reader.as_mut() else { return };
+            if let Some(replay) = state.replay.as_mut().filter(|r| !r.started) {
+                // Epoch 0 of a restart: where the replay starts, so the event-time clocks and
+                // watermarks restored at epoch 0 line up with the checkpoint.
+                replay.started = true;
+                close_epoch(
+                    &mut state.positions,
+                    &state.progress_cap,
+                    &mut progress_output,
+                );
+                state.records_cap.downgrade(&1);
+                state.progress_cap.downgrade(&1);
+            }
             let stopping = control.stop_requested();
             let mut polled = 0;
             if !stopping {
@@ -197,14 +273,24 @@ pub fn kafka_source<'scope>(
                             let Some(position) = state.positions.get_mut(&partition) else {
                                 continue;
                             };
-                            position.next_offset = message.offset() + 1;
-                            position.records_in_epoch += 1;
-                            session.give(RawRecord {
+                            let record = RawRecord {
                                 partition,
                                 offset: message.offset(),
                                 payload: message.payload().unwrap_or_default().to_vec(),
-                            });
+                            };
                             polled += 1;
+                            if let Some(replay) = state.replay.as_mut() {
+                                if record.offset
+                                    >= replay.until.get(&partition).copied().unwrap_or(0)
+                                {
+                                    replay.held.push(record);
+                                    replay.pause(&state.consumer, &source_config.topic, partition);
+                                    continue;
+                                }
+                            }
+                            position.next_offset = message.offset() + 1;
+                            position.records_in_epoch += 1;
+                            session.give(record);
                         }
                         Some(Err(error)) => {
                             if let Some(fatal) =
@@ -221,14 +307,30 @@ pub fn kafka_source<'scope>(
                     .fetch_add(polled as u64, Ordering::Relaxed);
             }
 
+            if let Some(replay) = state.replay.as_mut() {
+                replay.mark_done(&state.consumer, &source_config.topic, &state.positions);
+            }
+            let replay_done = state
+                .replay
+                .as_ref()
+                .is_some_and(|r| r.done.len() == state.positions.len());
             let end_reached = control.end_reached(
                 &source_config.topic,
                 state.positions.iter().map(|(p, pos)| (p, pos.next_offset)),
             );
             let finished = control.stop_requested() || end_reached;
             let now = Instant::now();
-            if finished || now >= state.epoch_deadline {
-                close_epoch(state, &mut progress_output);
+            // The replay epoch ends when the replay does, never on the clock.
+            let epoch_over = match &state.replay {
+                Some(_) => replay_done,
+                None => now >= state.epoch_deadline,
+            };
+            if finished || epoch_over {
+                close_epoch(
+                    &mut state.positions,
+                    &state.progress_cap,
+                    &mut progress_output,
+                );
                 if finished {
                     reader = None;
                     return;
@@ -237,6 +339,9 @@ pub fn kafka_source<'scope>(
                 state.records_cap.downgrade(&next);
                 state.progress_cap.downgrade(&next);
                 state.epoch_deadline = now + snapshot_interval;
+                if let Some(replay) = state.replay.take() {
+                    end_replay(state, replay, &mut records_output, &source_config.topic);
+                }
             }
             if polled == poll_batch {
                 activator.activate();
@@ -250,14 +355,41 @@ pub fn kafka_source<'scope>(
     (records, progress)
 }
 
+/// After the replay epoch: the records fetched past the replay's end open the next epoch, and
+/// the paused partitions are resumed.
+fn end_replay(
+    state: &mut PartitionReader,
+    replay: Replay,
+    records_output: &mut OutputBuilder<Epoch, CapacityContainerBuilder<Vec<RawRecord>>>,
+    topic: &str,
+) {
+    let mut output = records_output.activate();
+    let mut session = output.session(&state.records_cap);
+    for record in replay.held {
+        if let Some(position) = state.positions.get_mut(&record.partition) {
+            position.next_offset = record.offset + 1;
+            position.records_in_epoch += 1;
+            session.give(record);
+        }
+    }
+    let mut list = TopicPartitionList::new();
+    for partition in &replay.done {
+        list.add_partition(topic, *partition);
+    }
+    if let Err(error) = state.consumer.resume(&list) {
+        eprintln!("tidewater: warning: resuming partitions of `{topic}` after the replay: {error}");
+    }
+}
+
 /// Reports the position of every partition of this worker for the current epoch.
 fn close_epoch(
-    state: &mut PartitionReader,
+    positions: &mut BTreeMap<i32, PartitionPosition>,
+    progress_cap: &Capability<Epoch>,
     progress_output: &mut OutputBuilder<Epoch, CapacityContainerBuilder<Vec<SourceProgress>>>,
 ) {
     let mut output = progress_output.activate();
-    let mut session = output.session(&state.progress_cap);
-    for (partition, position) in state.positions.iter_mut() {
+    let mut session = output.session(progress_cap);
+    for (partition, position) in positions.iter_mut() {
         session.give(SourceProgress {
             partition: *partition,
             next_offset: position.next_offset,

@@ -36,6 +36,26 @@ impl WatermarkConfig {
     }
 }
 
+/// Where a source's event time stood at a checkpoint; a resumed run starts from it, so that
+/// lateness after a restart is decided exactly as without the restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceClock {
+    /// Partition → largest event time read so far.
+    pub max_event_times: BTreeMap<i32, EventTime>,
+    /// The source watermark (`i64::MIN`: none yet).
+    pub watermark: EventTime,
+}
+
+impl SourceClock {
+    /// A source that has read nothing.
+    pub fn start() -> Self {
+        SourceClock {
+            max_event_times: BTreeMap::new(),
+            watermark: i64::MIN,
+        }
+    }
+}
+
 /// Per partition, as this worker has seen it.
 struct PartitionClock {
     max_event_time: Option<EventTime>,
@@ -45,11 +65,13 @@ struct PartitionClock {
 pub trait AssignEventTime<'scope> {
     /// Stamps each event with its partition's watermark and completes `progress` with each
     /// partition's largest event time and idleness. Both inputs must come from the same worker's
-    /// source (no exchange), so a partition's events arrive in offset order.
+    /// source (no exchange), so a partition's events arrive in offset order. Partitions start
+    /// from `clock` (a checkpoint's, or [`SourceClock::start`]).
     fn event_time(
         self,
         progress: StreamVec<'scope, Epoch, SourceProgress>,
         config: WatermarkConfig,
+        clock: &SourceClock,
     ) -> (
         StreamVec<'scope, Epoch, Event>,
         StreamVec<'scope, Epoch, SourceProgress>,
@@ -61,10 +83,12 @@ impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
         self,
         progress: StreamVec<'scope, Epoch, SourceProgress>,
         config: WatermarkConfig,
+        clock: &SourceClock,
     ) -> (
         StreamVec<'scope, Epoch, Event>,
         StreamVec<'scope, Epoch, SourceProgress>,
     ) {
+        let restored = clock.max_event_times.clone();
         let mut builder = OperatorBuilder::new("EventTime".to_owned(), self.scope());
         let mut events_in = builder.new_input(self, Pipeline);
         let mut progress_in = builder.new_input(progress, Pipeline);
@@ -81,11 +105,20 @@ impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
 
         builder.build(move |_capabilities| {
             let started = Instant::now();
-            let mut clocks: HashMap<i32, PartitionClock> = HashMap::new();
+            let mut clocks: HashMap<i32, PartitionClock> = restored
+                .iter()
+                .map(|(p, max)| {
+                    let clock = PartitionClock {
+                        max_event_time: Some(*max),
+                        last_record: started,
+                    };
+                    (*p, clock)
+                })
+                .collect();
             // Largest event time per partition at the end of each epoch not yet reported:
             // events of a later epoch may be processed before an earlier epoch is complete.
             let mut maxima_by_epoch: BTreeMap<Epoch, HashMap<i32, EventTime>> = BTreeMap::new();
-            let mut reported_max: HashMap<i32, EventTime> = HashMap::new();
+            let mut reported_max: HashMap<i32, EventTime> = restored.into_iter().collect();
             let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<SourceProgress>)> =
                 BTreeMap::new();
             move |frontiers| {

@@ -1,5 +1,6 @@
 //! Timely operators of the data path, one per file, in data-path order.
 
+pub mod checkpoint;
 pub mod decode;
 pub mod event_time;
 pub mod finalize;
@@ -8,8 +9,9 @@ pub mod snapshot;
 pub mod watermark;
 pub mod windows;
 
+pub use checkpoint::{Checkpoint, CheckpointSchedule, StateEntry};
 pub use decode::DecodeRecords;
-pub use event_time::{AssignEventTime, WatermarkConfig};
+pub use event_time::{AssignEventTime, SourceClock, WatermarkConfig};
 pub use finalize::{Finalize, ViewChange};
 pub use retire::{RetireFinalWindows, WindowTrace};
 pub use snapshot::{CollectSnapshots, Snapshot, SnapshotPart, WRITER_WORKER};

@@ -18,6 +18,7 @@ use differential_dataflow::trace::TraceReader;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
+use timely::progress::Antichain;
 
 use super::windows::WindowedValue;
 use crate::reading::EventTime;
@@ -75,8 +76,12 @@ impl<'scope> RetireFinalWindows<'scope> for Arranged<'scope, WindowTrace> {
                         {
                             break;
                         }
-                        let Some(batches) = trace.batches_through(batches_frontier.frontier())
-                        else {
+                        // Read through the trace's own upper, which is a batch boundary;
+                        // our input frontier may lie inside a batch the arrangement already
+                        // added (its message still in flight to us).
+                        let mut upper = Antichain::new();
+                        trace.read_upper(&mut upper);
+                        let Some(batches) = trace.batches_through(upper.borrow()) else {
                             break;
                         };
                         let (cap, watermark) = entry.remove();

@@ -14,6 +14,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
+use super::checkpoint::StateEntry;
 use super::finalize::ViewChange;
 use crate::reading::{EventTime, LateRecord, Rejected, SourceProgress};
 use crate::Epoch;
@@ -29,6 +30,10 @@ pub enum SnapshotPart {
     Late(usize, LateRecord),
     Progress(usize, SourceProgress),
     Watermark(usize, EventTime),
+    /// The epoch is a checkpoint (sent even when every arrangement is empty).
+    Checkpoint,
+    /// One entry of an arrangement's state at a checkpoint; `usize` is the arrangement.
+    State(usize, StateEntry),
 }
 
 /// Everything one epoch changed, complete.
@@ -43,6 +48,8 @@ pub struct Snapshot {
     pub progress: Vec<(usize, SourceProgress)>,
     /// The watermark of each source at the end of the epoch.
     pub watermarks: BTreeMap<usize, EventTime>,
+    /// At a checkpoint: the state of every arrangement, `(arrangement, entry)`, sorted.
+    pub checkpoint: Option<Vec<(usize, StateEntry)>>,
 }
 
 impl Snapshot {
@@ -63,6 +70,13 @@ impl Snapshot {
                 let known = self.watermarks.entry(source).or_insert(watermark);
                 *known = (*known).max(watermark);
             }
+            SnapshotPart::Checkpoint => {
+                self.checkpoint.get_or_insert_with(Vec::new);
+            }
+            SnapshotPart::State(arrangement, entry) => self
+                .checkpoint
+                .get_or_insert_with(Vec::new)
+                .push((arrangement, entry)),
         }
     }
 
@@ -71,7 +85,8 @@ impl Snapshot {
         self.progress.iter().map(|(_, p)| p.records).sum()
     }
 
-    /// Whether the epoch changed nothing a sink would write.
+    /// Whether the epoch changed nothing a sink would write (a checkpoint of an epoch that
+    /// changed nothing is not needed: the previous one still holds).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.rejects.is_empty()
@@ -115,6 +130,9 @@ impl<'scope> CollectSnapshots for StreamVec<'scope, Epoch, SnapshotPart> {
                     snapshot.rejects.sort();
                     snapshot.late.sort();
                     snapshot.progress.sort();
+                    if let Some(state) = snapshot.checkpoint.as_mut() {
+                        state.sort();
+                    }
                     on_snapshot(snapshot);
                 }
             },

@@ -1,0 +1,156 @@
+//! Faults the engine survives without losing or doubling data: the broker going away and coming
+//! back mid-run, and the warehouse's disk filling up mid-run (then a restart once there is
+//! room). Each run ends with the tables of an undisturbed run.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tidewater::{run, CommitHook, RunOptions};
+use tidewater_connectors::{EmbeddedBroker, SourceControl};
+
+fn options(on_commit: Option<CommitHook>) -> RunOptions {
+    RunOptions {
+        workers: 2,
+        exit_at_end: true,
+        progress: false,
+        on_commit,
+    }
+}
+
+#[test]
+fn a_broker_outage_mid_run_changes_nothing() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("outage", 4).unwrap();
+    let messages = produce_turnstile_topic(&brokers, "outage", 40_000, 13);
+    let dir = tempfile::tempdir().unwrap();
+    let reference_path = dir.path().join("reference.duckdb");
+    run(
+        &turnstile_pipeline(&brokers, "outage", &reference_path),
+        options(None),
+        SourceControl::new(),
+    )
+    .unwrap();
+
+    let path = dir.path().join("outage.duckdb");
+    let pipeline = turnstile_pipeline(&brokers, "outage", &path);
+    let commits = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&commits);
+    let hook: CommitHook = Arc::new(move |_, _| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    let engine =
+        std::thread::spawn(move || run(&pipeline, options(Some(hook)), SourceControl::new()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while commits.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.set_available(false).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let during = commits.load(Ordering::Relaxed);
+    broker.set_available(true).unwrap();
+    let summary = engine.join().unwrap().unwrap();
+    assert!(
+        !engine_finished_before(during, &summary),
+        "the outage came too late to matter"
+    );
+    assert_eq!(summary.records_in, messages as u64);
+    assert_same_contents(
+        &warehouse_contents(&path),
+        &warehouse_contents(&reference_path),
+        "after a broker outage",
+    );
+}
+
+/// Whether the run had committed everything before the outage ended (then it tested nothing).
+fn engine_finished_before(commits_during_outage: u64, summary: &tidewater::RunSummary) -> bool {
+    commits_during_outage >= summary.snapshots
+}
+
+#[test]
+fn a_full_disk_stops_the_run_cleanly_and_a_restart_completes_it() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("disk", 4).unwrap();
+    let messages = produce_turnstile_topic(&brokers, "disk", 40_000, 17);
+    let dir = tempfile::tempdir().unwrap();
+    let reference_path = dir.path().join("reference.duckdb");
+    run(
+        &turnstile_pipeline(&brokers, "disk", &reference_path),
+        options(None),
+        SourceControl::new(),
+    )
+    .unwrap();
+
+    let path = dir.path().join("disk.duckdb");
+    let config = dir.path().join("disk.toml");
+    std::fs::write(
+        &config,
+        turnstile_pipeline(&brokers, "disk", &path).to_toml(),
+    )
+    .unwrap();
+    let tidewater = env!("CARGO_BIN_EXE_tidewater");
+    // No file of the process may grow past 12 MiB: writes past it fail as on a full disk.
+    let output = Command::new("prlimit")
+        .arg(format!("--fsize={}", 12 << 20))
+        .args([
+            tidewater,
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-at-end",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the run should stop:\n{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("tidewater: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one clear error line:\n{stderr}");
+    assert!(
+        errors[0].contains(&path.display().to_string()),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].to_lowercase().contains("too large"),
+        "{}",
+        errors[0]
+    );
+
+    // What was committed is intact, and a restart with room to write finishes the job.
+    let committed: i64 = open_warehouse(&path)
+        .query_row("SELECT count(*) FROM _snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        committed > 0,
+        "some snapshots were committed before the disk filled:\n{stderr}"
+    );
+    let output = Command::new(tidewater)
+        .args(["run", "--config", config.to_str().unwrap(), "--exit-at-end"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records: i64 = open_warehouse(&path)
+        .query_row("SELECT sum(records_in)::BIGINT FROM _snapshots", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(records, messages as i64);
+    assert_same_contents(
+        &warehouse_contents(&path),
+        &warehouse_contents(&reference_path),
+        "after a full disk and a restart",
+    );
+}
