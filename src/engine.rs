@@ -108,7 +108,15 @@ pub fn run(
                     .as_ref()
                     .map(|c| offsets_of(&c.positions, index))
                     .unwrap_or_default();
-                plan.resume(&from, &offsets_of(&point.committed, index))?;
+                let skipped = plan.resume(
+                    &from,
+                    &offsets_of(&point.committed, index),
+                    source.offset_reset,
+                )?;
+                for skipped in skipped {
+                    eprintln!("tidewater: warning: {skipped}");
+                    control.record_skipped(skipped);
+                }
             }
             None => {
                 for (partition, earliest) in plan.unretained() {
@@ -236,6 +244,7 @@ pub fn run(
                 let Some(open) = warehouse.as_mut() else {
                     return;
                 };
+                open.note_skipped(control.take_skipped().iter().map(|s| s.to_string()));
                 match open.commit(&snapshot) {
                     Ok(Some(info)) => {
                         writer.snapshots.fetch_add(1, Ordering::Relaxed);

@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tidewater_connectors::KafkaSourceConfig;
+use tidewater_connectors::{KafkaSourceConfig, OffsetReset};
 use tidewater_dataflows::duration::HumanDuration;
 use tidewater_dataflows::operators::WatermarkConfig;
 use tidewater_dataflows::view::check_identifier;
@@ -80,6 +80,10 @@ pub struct SourceConfig {
     /// never; see the README on idle partitions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<HumanDuration>,
+    /// When offsets the run needs were deleted by retention: `error` (default), `earliest` or
+    /// `latest` (the skipped range is recorded in `_snapshots.offsets_skipped`).
+    #[serde(default)]
+    pub offset_reset: OffsetReset,
 }
 
 fn default_poll_batch() -> usize {
@@ -105,6 +109,7 @@ impl SourceConfig {
             topic: self.topic.clone(),
             poll_batch: self.poll_batch,
             options: self.options.clone(),
+            offset_reset: self.offset_reset,
         }
     }
 
@@ -248,6 +253,8 @@ impl Pipeline {
                 brokers: String::new(),
                 poll_batch: 0,
                 options: BTreeMap::new(),
+                // A policy for lost offsets may change to get a stuck run going again.
+                offset_reset: OffsetReset::default(),
                 ..s.clone()
             })
             .collect();

@@ -154,3 +154,68 @@ fn a_full_disk_stops_the_run_cleanly_and_a_restart_completes_it() {
         "after a full disk and a restart",
     );
 }
+
+/// Offsets a restart needs that the broker deleted meanwhile (the embedded broker keeps only
+/// the newest 5 MiB of a partition): with `offset_reset = "error"` (the default) the run stops
+/// with a clear error; with `earliest` it goes on from the earliest retained offset and records
+/// the skipped range in `_snapshots.offsets_skipped`.
+#[test]
+fn offsets_lost_while_stopped_are_an_error_or_skipped_by_policy() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("retention", 1).unwrap();
+    let first = readings(10_000, 21, 0.0);
+    produce(&brokers, "retention", &reading_messages(&first));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let mut config = pipeline(&brokers, "retention", &path, 20).config;
+    // Every snapshot a checkpoint: the restart needs exactly the last snapshot's offsets.
+    config.warehouse.checkpoint_interval = "20ms".parse().unwrap();
+    let mut pipeline = tidewater::Pipeline::new(config).unwrap();
+    run(&pipeline, options(None), SourceControl::new()).unwrap();
+
+    // ~7 MiB more: everything the checkpoint needs is deleted.
+    let more = readings(35_000, 22, 0.0);
+    produce(&brokers, "retention", &reading_messages(&more));
+    let error = run(&pipeline, options(None), SourceControl::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("partition 0 of topic `retention`")
+            && error.contains("no longer in the topic"),
+        "{error}"
+    );
+
+    pipeline.config.sources[0].offset_reset = tidewater_connectors::OffsetReset::Earliest;
+    let pipeline = tidewater::Pipeline::new(pipeline.config).unwrap();
+    run(&pipeline, options(None), SourceControl::new()).unwrap();
+    let conn = open_warehouse(&path);
+    let skipped: Vec<String> = conn
+        .prepare("SELECT offsets_skipped FROM _snapshots WHERE offsets_skipped IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].starts_with("retention partition 0: offsets ")
+            && skipped[0].contains("skipped (earliest"),
+        "{skipped:?}"
+    );
+    let (low, high) =
+        tidewater_connectors::kafka::fetch_watermarks(&pipeline.config.sources[0].kafka()).unwrap()
+            [&0];
+    let records: i64 = conn
+        .query_row(
+            "SELECT sum(readings)::BIGINT FROM station_hourly",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        records,
+        first.len() as i64 + (high - low),
+        "the first run's records, then everything still retained"
+    );
+}

@@ -17,4 +17,4 @@ pub mod produce;
 pub use broker::EmbeddedBroker;
 pub use error::ConnectorError;
 pub use generator::{GeneratorConfig, TurnstileGenerator};
-pub use kafka::{KafkaSourceConfig, SourceControl, SourcePlan};
+pub use kafka::{KafkaSourceConfig, OffsetReset, SkippedOffsets, SourceControl, SourcePlan};

@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS _snapshots (
     records_late     BIGINT NOT NULL,
     rows_upserted    BIGINT NOT NULL,
     rows_deleted     BIGINT NOT NULL,
-    checkpoint       BOOLEAN NOT NULL
+    checkpoint       BOOLEAN NOT NULL,
+    offsets_skipped  VARCHAR
 );
 CREATE TABLE IF NOT EXISTS _pipeline (
     fingerprint VARCHAR NOT NULL,

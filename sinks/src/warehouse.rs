@@ -92,6 +92,8 @@ pub struct Warehouse {
     live_from: u64,
     /// Snapshots committed by this writer.
     commits: u64,
+    /// Offset ranges skipped under an `offset_reset` policy, for the next snapshot's record.
+    skipped: Vec<String>,
     /// `TIDEWATER_FAULT_ABORT_IN_COMMIT=n`: abort the process inside its n-th commit, after
     /// everything is written and before `COMMIT` (for crash tests only).
     fault_commit: Option<u64>,
@@ -195,6 +197,7 @@ impl Warehouse {
             resume,
             live_from: 0,
             commits: 0,
+            skipped: Vec::new(),
             fault_commit: std::env::var("TIDEWATER_FAULT_ABORT_IN_COMMIT")
                 .ok()
                 .and_then(|n| n.parse().ok()),
@@ -204,6 +207,12 @@ impl Warehouse {
     /// Where a restart picks up: `None` for a file without snapshots.
     pub fn resume_point(&self) -> Option<&ResumePoint> {
         self.resume.as_ref()
+    }
+
+    /// Notes offsets that were skipped (lost to retention, skipped by policy): the next
+    /// committed snapshot records them in `_snapshots.offsets_skipped`.
+    pub fn note_skipped(&mut self, skipped: impl IntoIterator<Item = String>) {
+        self.skipped.extend(skipped);
     }
 
     /// Epochs before `epoch` replay records whose effects the file already holds: their
@@ -257,6 +266,7 @@ impl Warehouse {
             })?;
         self.next_snapshot_id += 1;
         self.commits += 1;
+        self.skipped.clear();
         self.offsets = offsets;
         self.watermarks = watermarks;
         Ok(Some(info))
@@ -283,7 +293,7 @@ impl Warehouse {
             start = end;
         }
         tx.execute(
-            "INSERT INTO _snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO _snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 info.snapshot_id,
                 info.epoch,
@@ -292,7 +302,8 @@ impl Warehouse {
                 info.records_late as i64,
                 info.rows_upserted as i64,
                 info.rows_deleted as i64,
-                snapshot.checkpoint.is_some()
+                snapshot.checkpoint.is_some(),
+                (!self.skipped.is_empty()).then(|| self.skipped.join("; "))
             ],
         )?;
         if let Some(state) = &snapshot.checkpoint {

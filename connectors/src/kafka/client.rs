@@ -19,9 +19,10 @@ pub fn consumer_config(config: &KafkaSourceConfig) -> ClientConfig {
         // Offsets are committed to the warehouse with the data they produced, never to Kafka.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        // An offset outside the retained log must stop the run, not jump silently to the start
-        // or the end of the partition: that would lose or double data.
-        .set("auto.offset.reset", "error")
+        // An offset outside the retained log stops the run (`error`, the default) rather than
+        // jump silently to the start or the end of the partition; with `earliest`/`latest`
+        // the jump is the user's choice, and the source records the skipped range.
+        .set("auto.offset.reset", config.offset_reset.librdkafka())
         // End of partition is learned from watermarks, not from EOF events on the queue.
         .set("enable.partition.eof", "false")
         // Metadata requests must not create topics: a misspelt topic is an error.

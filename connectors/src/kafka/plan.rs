@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use super::client::consumer_config;
-use super::KafkaSourceConfig;
+use super::{KafkaSourceConfig, OffsetReset, SkippedOffsets};
 use crate::error::ConnectorError;
 
 /// How long pre-flight metadata and watermark requests may take before the brokers count as
@@ -45,24 +45,46 @@ impl SourcePlan {
 
     /// Plans a restart: read every partition again from `from` (the last checkpoint's offsets;
     /// partitions it does not know start at their earliest offset) up to `until` (the last
-    /// snapshot's). Fails if the broker no longer retains an offset the replay needs.
+    /// snapshot's). If the broker no longer retains an offset the replay needs, `policy`
+    /// decides: an error, or going on from the earliest retained offset or from the end (the
+    /// skipped ranges are returned, to be recorded).
     pub fn resume(
         &mut self,
         from: &BTreeMap<i32, i64>,
         until: &BTreeMap<i32, i64>,
-    ) -> Result<(), ConnectorError> {
+        policy: OffsetReset,
+    ) -> Result<Vec<SkippedOffsets>, ConnectorError> {
+        let mut skipped = Vec::new();
         for (partition, start) in self.start_offsets.iter_mut() {
             let earliest = *start;
             if let Some(&from) = from.get(partition) {
-                if from < earliest {
-                    return Err(ConnectorError::OffsetOutOfRetention {
+                let resumed = match policy {
+                    _ if from >= earliest => from,
+                    OffsetReset::Error => {
+                        return Err(ConnectorError::OffsetOutOfRetention {
+                            topic: self.topic.clone(),
+                            partition: *partition,
+                            offset: from,
+                            earliest,
+                        })
+                    }
+                    OffsetReset::Earliest => earliest,
+                    OffsetReset::Latest => self
+                        .high_watermarks
+                        .get(partition)
+                        .copied()
+                        .unwrap_or(earliest),
+                };
+                if resumed != from {
+                    skipped.push(SkippedOffsets {
                         topic: self.topic.clone(),
                         partition: *partition,
-                        offset: from,
-                        earliest,
+                        from,
+                        to: resumed,
+                        policy,
                     });
                 }
-                *start = from;
+                *start = resumed;
             }
         }
         let mut replay_until = BTreeMap::new();
@@ -73,7 +95,7 @@ impl SourcePlan {
             );
         }
         self.replay_until = Some(replay_until);
-        Ok(())
+        Ok(skipped)
     }
 
     /// Records the replay reads again: the sum over partitions of `until - from`.

@@ -33,7 +33,7 @@ use timely::dataflow::{Scope, StreamVec};
 
 use super::client::consumer_config;
 use super::plan::{fetch_watermarks, SourcePlan};
-use super::KafkaSourceConfig;
+use super::{KafkaSourceConfig, OffsetReset, SkippedOffsets};
 use crate::error::ConnectorError;
 
 /// Longest pause of an idle source before it polls again; bounds the latency an idle worker adds.
@@ -48,6 +48,8 @@ pub struct SourceControl {
     end_offsets: Mutex<BTreeMap<String, BTreeMap<i32, i64>>>,
     failure: Mutex<Option<ConnectorError>>,
     records_in: AtomicU64,
+    /// Offsets skipped under an `offset_reset` policy, not yet recorded by the sink.
+    skipped: Mutex<Vec<SkippedOffsets>>,
 }
 
 impl SourceControl {
@@ -109,6 +111,19 @@ impl SourceControl {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Notes offsets skipped under an `offset_reset` policy.
+    pub fn record_skipped(&self, skipped: SkippedOffsets) {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(skipped);
+    }
+
+    /// Takes the skipped ranges noted so far (the sink records them with its next snapshot).
+    pub fn take_skipped(&self) -> Vec<SkippedOffsets> {
+        std::mem::take(&mut *self.skipped.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Records read by all sources so far.
@@ -287,6 +302,21 @@ pub fn kafka_source<'scope>(
                                     replay.pause(&state.consumer, &source_config.topic, partition);
                                     continue;
                                 }
+                            }
+                            if message.offset() > position.next_offset
+                                && source_config.offset_reset != OffsetReset::Error
+                            {
+                                // librdkafka jumped past offsets that were deleted, as the
+                                // policy allows: say so, and let the warehouse record it.
+                                let skipped = SkippedOffsets {
+                                    topic: source_config.topic.clone(),
+                                    partition,
+                                    from: position.next_offset,
+                                    to: message.offset(),
+                                    policy: source_config.offset_reset,
+                                };
+                                eprintln!("tidewater: warning: {skipped}");
+                                control.record_skipped(skipped);
                             }
                             position.next_offset = message.offset() + 1;
                             position.records_in_epoch += 1;
