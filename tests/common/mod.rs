@@ -272,6 +272,13 @@ pub fn turnstile_pipeline(brokers: &str, topic: &str, warehouse: &Path) -> Pipel
 /// Generated readings (many late ones) with malformed messages mixed in, produced to `topic`.
 /// Returns how many messages the topic holds.
 pub fn produce_turnstile_topic(brokers: &str, topic: &str, count: usize, seed: u64) -> usize {
+    let messages = turnstile_messages(count, seed);
+    produce(brokers, topic, &messages);
+    messages.len()
+}
+
+/// The messages of [`produce_turnstile_topic`]: `(key, payload)`.
+pub fn turnstile_messages(count: usize, seed: u64) -> Vec<(Option<String>, Vec<u8>)> {
     let mut messages = reading_messages(&readings(count, seed, 0.05));
     for i in 0..count / 2_000 {
         let bad = match i % 3 {
@@ -281,8 +288,7 @@ pub fn produce_turnstile_topic(brokers: &str, topic: &str, count: usize, seed: u
         };
         messages.insert(i * 2_000 + 17, (Some(format!("bad-{i}")), bad));
     }
-    produce(brokers, topic, &messages);
-    messages.len()
+    messages
 }
 
 /// Everything a restart must reproduce exactly: every view table, `_late` and `_rejects`

@@ -146,6 +146,7 @@ struct PartitionReader {
     progress_cap: Capability<Epoch>,
     epoch_deadline: Instant,
     replay: Option<Replay>,
+    outage: Outage,
 }
 
 /// A restart's replay: epoch 0 reports where the replay starts (the checkpoint), epoch 1 holds
@@ -259,6 +260,7 @@ pub fn kafka_source<'scope>(
                 done: BTreeSet::new(),
                 held: Vec::new(),
             }),
+            outage: Outage::default(),
         });
 
         move |_frontiers| {
@@ -288,6 +290,7 @@ pub fn kafka_source<'scope>(
                             let Some(position) = state.positions.get_mut(&partition) else {
                                 continue;
                             };
+                            state.outage.recovered(&source_config.topic);
                             let record = RawRecord {
                                 partition,
                                 offset: message.offset(),
@@ -323,11 +326,14 @@ pub fn kafka_source<'scope>(
                             session.give(record);
                         }
                         Some(Err(error)) => {
-                            if let Some(fatal) =
-                                classify_error(&source_config, &state.positions, error)
-                            {
-                                control.fail(fatal);
-                                break;
+                            match classify_error(&source_config, &state.positions, error) {
+                                Ok(transient) => {
+                                    state.outage.error(&source_config.topic, transient)
+                                }
+                                Err(fatal) => {
+                                    control.fail(fatal);
+                                    break;
+                                }
                             }
                         }
                     }
@@ -454,14 +460,56 @@ fn assigned_consumer(
     Ok(consumer)
 }
 
-/// Decides whether a consumer error ends the run. Offsets that fell out of retention do (which
-/// partition is found by comparing positions with the retained range); transport errors do not,
-/// librdkafka reconnects by itself.
+/// Transient consumer errors (a broker gone away), reported without flooding the log: the
+/// first one at once, then a summary at most every `OUTAGE_REPORT_EVERY`, and one line when
+/// records flow again. librdkafka itself reconnects with backoff.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    last_report: Option<Instant>,
+    errors: u64,
+}
+
+const OUTAGE_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl Outage {
+    fn error(&mut self, topic: &str, error: KafkaError) {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        self.errors += 1;
+        if self
+            .last_report
+            .is_none_or(|last| now.duration_since(last) >= OUTAGE_REPORT_EVERY)
+        {
+            eprintln!(
+                "tidewater: warning: Kafka consumer of `{topic}`: {error}; retrying with backoff ({} errors in {:.0}s)",
+                self.errors,
+                now.duration_since(since).as_secs_f64()
+            );
+            self.last_report = Some(now);
+        }
+    }
+
+    fn recovered(&mut self, topic: &str) {
+        if let Some(since) = self.since.take() {
+            eprintln!(
+                "tidewater: Kafka consumer of `{topic}`: receiving again after {:.1}s and {} errors",
+                since.elapsed().as_secs_f64(),
+                self.errors
+            );
+            *self = Outage::default();
+        }
+    }
+}
+
+/// Decides whether a consumer error ends the run (`Err`). Offsets that fell out of retention
+/// do (which partition is found by comparing positions with the retained range); transport
+/// errors do not (`Ok`), librdkafka reconnects by itself.
 fn classify_error(
     config: &KafkaSourceConfig,
     positions: &BTreeMap<i32, PartitionPosition>,
     error: KafkaError,
-) -> Option<ConnectorError> {
+) -> Result<KafkaError, ConnectorError> {
     let code = error.rdkafka_error_code();
     if matches!(
         code,
@@ -475,16 +523,12 @@ fn classify_error(
                 (pos.next_offset < low).then_some((*p, pos.next_offset, low))
             })
             .unwrap_or((-1, -1, -1));
-        return Some(ConnectorError::OffsetOutOfRetention {
+        return Err(ConnectorError::OffsetOutOfRetention {
             topic: config.topic.clone(),
             partition,
             offset,
             earliest,
         });
     }
-    eprintln!(
-        "tidewater: warning: Kafka consumer of `{}`: {error} (retrying)",
-        config.topic
-    );
-    None
+    Ok(error)
 }
