@@ -14,6 +14,8 @@ use tidewater_dataflows::operators::{
 use tidewater_dataflows::{build_durable_views, Durability, Epoch, Restore, SourceStreams};
 use tidewater_sinks::resume::Positions;
 use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Probe;
 
 use crate::error::EngineError;
 use crate::pipeline::Pipeline;
@@ -66,6 +68,8 @@ impl RunSummary {
 #[derive(Default)]
 struct WriterState {
     snapshots: Arc<AtomicU64>,
+    /// Records covered by the snapshots committed so far.
+    committed: Arc<AtomicU64>,
     rejected: AtomicU64,
     late: AtomicU64,
     failure: Mutex<Option<SinkError>>,
@@ -179,9 +183,13 @@ pub fn run(
     let warehouse_slot = Arc::new(Mutex::new(Some(warehouse)));
     let writer = Arc::new(WriterState::default());
     let snapshot_interval = config.warehouse.snapshot_interval.0;
-    let progress_line = options
-        .progress
-        .then(|| ProgressLine::start(Arc::clone(&control), Arc::clone(&writer.snapshots)));
+    let progress_line = options.progress.then(|| {
+        ProgressLine::start(
+            Arc::clone(&control),
+            Arc::clone(&writer.snapshots),
+            Arc::clone(&writer.committed),
+        )
+    });
 
     let worker_pipeline = Arc::new((pipeline.clone(), plans, restored));
     let worker_control = Arc::clone(&control);
@@ -216,6 +224,8 @@ pub fn run(
                 }
             }),
         };
+        // How far the dataflow has got: the sources read ahead of it by at most two epochs.
+        let processed = ProbeHandle::new();
         worker.dataflow::<Epoch, _, _>(|scope| {
             let sources = pipeline
                 .config
@@ -229,6 +239,7 @@ pub fn run(
                         plan,
                         snapshot_interval,
                         Arc::clone(&control),
+                        processed.clone(),
                     );
                     SourceStreams { records, progress }
                 })
@@ -240,6 +251,7 @@ pub fn run(
                 sources,
                 &durability,
             )
+            .probe_with(&processed)
             .collect_snapshots(move |snapshot| {
                 let Some(open) = warehouse.as_mut() else {
                     return;
@@ -248,6 +260,9 @@ pub fn run(
                 match open.commit(&snapshot) {
                     Ok(Some(info)) => {
                         writer.snapshots.fetch_add(1, Ordering::Relaxed);
+                        writer
+                            .committed
+                            .fetch_add(info.records_in, Ordering::Relaxed);
                         writer
                             .rejected
                             .fetch_add(info.records_rejected, Ordering::Relaxed);

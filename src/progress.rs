@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tidewater_connectors::SourceControl;
 
-/// Prints records read, rate and snapshots committed every second until dropped. On a terminal
+/// Prints records committed (and their rate), records read and snapshots every second until
+/// dropped. On a terminal
 /// the line is redrawn in place; otherwise (CI logs) one line is printed every 10 seconds.
 pub struct ProgressLine {
     stop: Arc<AtomicBool>,
@@ -16,22 +17,27 @@ pub struct ProgressLine {
 }
 
 impl ProgressLine {
-    pub fn start(control: Arc<SourceControl>, snapshots: Arc<AtomicU64>) -> Self {
+    pub fn start(
+        control: Arc<SourceControl>,
+        snapshots: Arc<AtomicU64>,
+        committed: Arc<AtomicU64>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let terminal = std::io::stderr().is_terminal();
             let every = if terminal { 1 } else { 10 };
             let started = Instant::now();
-            let (mut last_records, mut ticks) = (0u64, 0u64);
+            let (mut last_committed, mut ticks) = (0u64, 0u64);
             while !stop_flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
                 ticks += 1;
-                let records = control.records_in();
+                let done = committed.load(Ordering::Relaxed);
                 if ticks.is_multiple_of(every) {
-                    let rate = (records - last_records) / every;
+                    let rate = done.saturating_sub(last_committed) / every;
                     let line = format!(
-                        "tidewater: {records} records read ({rate}/s), {} snapshots committed, {:.0}s",
+                        "tidewater: {done} records committed ({rate}/s), {} read, {} snapshots, {:.0}s",
+                        control.records_in(),
                         snapshots.load(Ordering::Relaxed),
                         started.elapsed().as_secs_f64()
                     );
@@ -41,7 +47,7 @@ impl ProgressLine {
                     } else {
                         writeln!(err, "{line}")
                     };
-                    last_records = records;
+                    last_committed = done;
                 }
             }
             if terminal {

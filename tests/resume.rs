@@ -67,6 +67,15 @@ fn stopped_and_resumed_runs_equal_an_uninterrupted_run_with_1_and_3_workers() {
                 Arc::clone(&control),
             )
             .unwrap();
+            // A clean stop leaves a checkpoint: the next start has nothing to replay.
+            let last_is_checkpoint: Option<bool> = open_warehouse(&path)
+                .query_row(
+                    "SELECT checkpoint FROM _snapshots ORDER BY snapshot_id DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            assert_eq!(last_is_checkpoint, Some(true), "run {runs}");
             if !control.stop_requested() {
                 break; // this run reached the end of the topic by itself
             }

@@ -12,17 +12,15 @@ use std::sync::Arc;
 
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::AsCollection;
-use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::{Map, ToStream};
-use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::aggregate::compute;
 use crate::operators::{
-    AssignEventTime, AssignWindows, Checkpoint, CheckpointSchedule, DecodeRecords, Finalize,
-    RetireFinalWindows, SnapshotPart, SourceClock, SourceWatermark, StateEntry, WatermarkConfig,
-    WindowAssignment, WindowedValue,
+    checkpoint_marks, AssignEventTime, AssignWindows, Checkpoint, CheckpointSchedule,
+    DecodeRecords, Finalize, RetireFinalWindows, SnapshotPart, SourceClock, SourceWatermark,
+    StateEntry, WatermarkConfig, WindowAssignment, WindowedValue,
 };
 use crate::reading::{RawRecord, SourceProgress};
 use crate::record::Schema;
@@ -139,19 +137,7 @@ pub fn build_durable_views<'scope>(
     // Every epoch some source closed: when checkpoints are taken.
     let ticks = scope.concatenate(watermark_of.clone());
     if let Some(schedule) = durability.checkpoints {
-        parts.push(
-            ticks
-                .clone()
-                .unary(Pipeline, "CheckpointMarker", move |_cap, _info| {
-                    move |input, output| {
-                        input.for_each(|cap, _data| {
-                            if cap.least().is_some_and(|e| schedule.is_checkpoint(*e)) {
-                                output.session(&cap).give(SnapshotPart::Checkpoint);
-                            }
-                        });
-                    }
-                }),
-        );
+        parts.push(checkpoint_marks(ticks.clone(), schedule).map(|()| SnapshotPart::Checkpoint));
     }
 
     for (arrangement, (key, members)) in arrangement_groups(views).into_iter().enumerate() {

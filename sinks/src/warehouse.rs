@@ -92,6 +92,8 @@ pub struct Warehouse {
     live_from: u64,
     /// Snapshots committed by this writer.
     commits: u64,
+    /// Whether a snapshot was committed since the last checkpoint.
+    changed_since_checkpoint: bool,
     /// Offset ranges skipped under an `offset_reset` policy, for the next snapshot's record.
     skipped: Vec<String>,
     /// `TIDEWATER_FAULT_ABORT_IN_COMMIT=n`: abort the process inside its n-th commit, after
@@ -186,6 +188,8 @@ impl Warehouse {
             ),
             None => (BTreeMap::new(), BTreeMap::new(), 1),
         };
+        // A resumed file may end with snapshots after its last checkpoint.
+        let changed_since_checkpoint = resume.is_some();
         Ok(Warehouse {
             conn,
             path: path.to_owned(),
@@ -197,6 +201,7 @@ impl Warehouse {
             resume,
             live_from: 0,
             commits: 0,
+            changed_since_checkpoint,
             skipped: Vec::new(),
             fault_commit: std::env::var("TIDEWATER_FAULT_ABORT_IN_COMMIT")
                 .ok()
@@ -243,7 +248,10 @@ impl Warehouse {
         }
         let mut watermarks = self.watermarks.clone();
         watermarks.extend(snapshot.watermarks.iter().map(|(s, w)| (*s, *w)));
-        if snapshot.is_empty() || snapshot.epoch < self.live_from {
+        // A checkpoint of an epoch that changed nothing is still worth committing if anything
+        // changed since the last checkpoint (the last epoch of a run is one).
+        let checkpoint_due = snapshot.checkpoint.is_some() && self.changed_since_checkpoint;
+        if (snapshot.is_empty() && !checkpoint_due) || snapshot.epoch < self.live_from {
             self.offsets = offsets;
             self.watermarks = watermarks;
             return Ok(None);
@@ -266,6 +274,7 @@ impl Warehouse {
             })?;
         self.next_snapshot_id += 1;
         self.commits += 1;
+        self.changed_since_checkpoint = snapshot.checkpoint.is_none();
         self.skipped.clear();
         self.offsets = offsets;
         self.watermarks = watermarks;

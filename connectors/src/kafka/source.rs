@@ -28,6 +28,7 @@ use tidewater_dataflows::{Epoch, RawRecord, SourceProgress};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -38,6 +39,11 @@ use crate::error::ConnectorError;
 
 /// Longest pause of an idle source before it polls again; bounds the latency an idle worker adds.
 const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// How many epochs the source may run ahead of the epochs the dataflow has finished: beyond
+/// that it stops reading (backpressure), so records never pile up in memory in front of a slow
+/// pipeline, and what was read is soon committed.
+const MAX_EPOCHS_AHEAD: Epoch = 2;
 
 /// Shared between the source operators of all workers and whoever runs them: stop requests,
 /// the end of a bounded run, the first fatal error, and counters for progress displays.
@@ -195,12 +201,15 @@ impl Replay {
 /// per-epoch partition progress. Every worker builds the same operator (timely requires the
 /// same dataflow everywhere); a worker whose consumer cannot be set up reports the error through
 /// `control`, which stops all sources.
+/// `processed` is a probe on the dataflow's output: the source reads only while the dataflow
+/// is at most `MAX_EPOCHS_AHEAD` epochs behind it.
 pub fn kafka_source<'scope>(
     scope: Scope<'scope, Epoch>,
     config: &KafkaSourceConfig,
     plan: &SourcePlan,
     snapshot_interval: Duration,
     control: Arc<SourceControl>,
+    processed: ProbeHandle<Epoch>,
 ) -> (
     StreamVec<'scope, Epoch, RawRecord>,
     StreamVec<'scope, Epoch, SourceProgress>,
@@ -278,6 +287,15 @@ pub fn kafka_source<'scope>(
                 state.progress_cap.downgrade(&1);
             }
             let stopping = control.stop_requested();
+            let current = *state.records_cap.time();
+            if !stopping
+                && current >= MAX_EPOCHS_AHEAD
+                && processed.less_than(&(current - MAX_EPOCHS_AHEAD))
+            {
+                // Backpressure: the dataflow is behind; read again once it has caught up.
+                activator.activate_after(IDLE_POLL);
+                return;
+            }
             let mut polled = 0;
             if !stopping {
                 let mut output = records_output.activate();

@@ -2,7 +2,8 @@
 //!
 //! A snapshot records what the view tables look like; to resume after a crash the engine also
 //! needs the state behind them: the input multiset of every window still in the arrangement.
-//! At every checkpoint epoch `c` (a multiple of `every`, from `first` on) this operator waits
+//! At every checkpoint epoch `c` (a multiple of `every` from `first` on, and the last epoch of
+//! a run, so that a clean stop leaves a checkpoint) this operator waits
 //! until the arrangement has passed `c`, reads its trace, accumulates each (window and group,
 //! values) over the times `<= c` and emits the non-zero totals at `c`, so that they commit in
 //! the snapshot of `c` together with that snapshot's offsets. A restart loads them at epoch 0
@@ -48,6 +49,77 @@ impl CheckpointSchedule {
     }
 }
 
+/// Which epochs become checkpoints, decided from the ticks: the scheduled ones, and the last
+/// epoch of a run (known once the ticks' frontier is empty), so that a clean stop leaves a
+/// checkpoint and the next start has nothing to replay.
+struct CheckpointEpochs {
+    schedule: CheckpointSchedule,
+    /// Checkpoint epochs, with a capability to emit at them.
+    decided: BTreeMap<Epoch, Capability<Epoch>>,
+    /// The latest unscheduled epoch seen: a checkpoint if the ticks end after it.
+    latest: Option<Capability<Epoch>>,
+}
+
+impl CheckpointEpochs {
+    fn new(schedule: CheckpointSchedule) -> Self {
+        CheckpointEpochs {
+            schedule,
+            decided: BTreeMap::new(),
+            latest: None,
+        }
+    }
+
+    fn observe(&mut self, cap: Capability<Epoch>) {
+        let epoch = *cap.time();
+        if epoch < self.schedule.first {
+            return;
+        }
+        if self.schedule.is_checkpoint(epoch) {
+            self.decided.entry(epoch).or_insert(cap);
+        } else if self.latest.as_ref().is_none_or(|l| *l.time() < epoch) {
+            self.latest = Some(cap);
+        }
+    }
+
+    /// Once the ticks have passed the latest epoch, it was the last one (no ticks any more) or
+    /// not (later ticks will come).
+    fn settle(&mut self, ticks_frontier: &[Epoch]) {
+        let Some(latest) = &self.latest else { return };
+        if ticks_frontier.is_empty() {
+            let cap = self.latest.take().expect("latest");
+            self.decided.entry(*cap.time()).or_insert(cap);
+        } else if ticks_frontier.iter().all(|f| f > latest.time()) {
+            self.latest = None;
+        }
+    }
+
+    /// The earliest epoch that is or may become a checkpoint.
+    fn earliest(&self) -> Option<Epoch> {
+        let latest = self.latest.as_ref().map(|c| *c.time());
+        let decided = self.decided.keys().next().copied();
+        latest.into_iter().chain(decided).min()
+    }
+}
+
+/// One `()` at every checkpoint epoch (scheduled, or the last of the run).
+pub fn checkpoint_marks<'scope, D: Clone + 'static>(
+    ticks: StreamVec<'scope, Epoch, D>,
+    schedule: CheckpointSchedule,
+) -> StreamVec<'scope, Epoch, ()> {
+    ticks.unary_frontier(Pipeline, "CheckpointMarks", move |_cap, _info| {
+        let mut epochs = CheckpointEpochs::new(schedule);
+        move |(input, frontier), output| {
+            input.for_each(|cap, _data| {
+                epochs.observe(cap.retain_least(0).expect("input capability"));
+            });
+            epochs.settle(&frontier.frontier());
+            for (_, cap) in std::mem::take(&mut epochs.decided) {
+                output.session(&cap).give(());
+            }
+        }
+    })
+}
+
 pub trait Checkpoint<'scope> {
     /// `ticks` has a message at every epoch the sources closed (any stream will do; the
     /// sources' watermarks are used); the operator only needs their capabilities.
@@ -71,17 +143,15 @@ impl<'scope> Checkpoint<'scope> for Arranged<'scope, WindowTrace> {
             Pipeline,
             "Checkpoint",
             move |_cap, _info| {
-                let mut pending: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
+                let mut epochs = CheckpointEpochs::new(schedule);
                 let mut next_checkpoint = schedule.next_from(0);
                 move |(batches, batches_frontier), (ticks, ticks_frontier), output| {
                     batches.for_each(|_cap, _data| {});
                     ticks.for_each(|cap, _data| {
-                        let Some(&epoch) = cap.least() else { return };
-                        if schedule.is_checkpoint(epoch) && !pending.contains_key(&epoch) {
-                            pending.insert(epoch, cap.retain_least(0).expect("input capability"));
-                        }
+                        epochs.observe(cap.retain_least(0).expect("input capability"));
                     });
-                    while let Some(entry) = pending.first_entry() {
+                    epochs.settle(&ticks_frontier.frontier());
+                    while let Some(entry) = epochs.decided.first_entry() {
                         let epoch = *entry.key();
                         if batches_frontier.less_equal(&epoch) {
                             break;
@@ -117,25 +187,28 @@ impl<'scope> Checkpoint<'scope> for Arranged<'scope, WindowTrace> {
                             cursor.step_key(&storage);
                         }
                         output.session(&cap).give_iterator(state.into_iter());
-                        next_checkpoint = schedule.next_from(epoch + 1);
+                        next_checkpoint = next_checkpoint.max(schedule.next_from(epoch + 1));
                     }
-                    // A checkpoint epoch without a tick (no source closed it) is skipped.
+                    // A scheduled epoch without a tick (no source closed it) is skipped.
                     while ticks_frontier
                         .frontier()
                         .first()
                         .is_some_and(|&f| f > next_checkpoint)
-                        && !pending.contains_key(&next_checkpoint)
+                        && !epochs.decided.contains_key(&next_checkpoint)
                     {
                         next_checkpoint = schedule.next_from(next_checkpoint + 1);
                     }
-                    // Times up to the next checkpoint must stay apart from later ones; beyond
-                    // that this reader holds nothing back.
+                    // Times up to the next checkpoint (scheduled, or possibly the last epoch)
+                    // must stay apart from later ones; beyond that this reader holds nothing.
+                    let next = epochs
+                        .earliest()
+                        .map_or(next_checkpoint, |e| e.min(next_checkpoint));
                     let hold = batches_frontier
                         .frontier()
                         .iter()
-                        .map(|&f| f.min(next_checkpoint))
+                        .map(|&f| f.min(next))
                         .min()
-                        .unwrap_or(next_checkpoint);
+                        .unwrap_or(next);
                     trace.set_logical_compaction(Antichain::from_elem(hold).borrow());
                     trace.set_physical_compaction(batches_frontier.frontier());
                 }

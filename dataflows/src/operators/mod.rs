@@ -9,7 +9,7 @@ pub mod snapshot;
 pub mod watermark;
 pub mod windows;
 
-pub use checkpoint::{Checkpoint, CheckpointSchedule, StateEntry};
+pub use checkpoint::{checkpoint_marks, Checkpoint, CheckpointSchedule, StateEntry};
 pub use decode::DecodeRecords;
 pub use event_time::{AssignEventTime, SourceClock, WatermarkConfig};
 pub use finalize::{Finalize, ViewChange};
