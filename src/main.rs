@@ -36,6 +36,17 @@ enum Command {
     Check(CheckArgs),
     /// Embedded broker + generated readings + the pipeline on all cores, then a sample query.
     Demo(DemoArgs),
+    /// Run one SQL query on a warehouse file, opened read-only (not while an engine writes it).
+    Query(QueryArgs),
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// The warehouse file.
+    #[arg(long)]
+    warehouse: PathBuf,
+    /// The query, e.g. "SELECT * FROM station_hourly ORDER BY entries DESC LIMIT 10".
+    sql: String,
 }
 
 #[derive(Args)]
@@ -132,7 +143,30 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(args) => run_pipeline(args),
         Command::Check(args) => check(args),
         Command::Demo(args) => demo(args),
+        Command::Query(args) => query(args),
     }
+}
+
+fn query(args: QueryArgs) -> Result<()> {
+    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
+    let conn = duckdb::Connection::open_with_flags(&args.warehouse, config)
+        .with_context(|| format!("opening {} read-only", args.warehouse.display()))?;
+    let mut statement = conn.prepare(&args.sql).context("preparing the query")?;
+    let mut rows = statement.query([]).context("running the query")?;
+    let names: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+    println!("{}", names.join("\t"));
+    while let Some(row) = rows.next()? {
+        let cells: Vec<String> = (0..names.len())
+            .map(|i| match row.get::<_, duckdb::types::Value>(i) {
+                Ok(duckdb::types::Value::Null) => "NULL".to_owned(),
+                Ok(duckdb::types::Value::Text(text)) => text,
+                Ok(value) => format!("{value:?}"),
+                Err(error) => format!("<{error}>"),
+            })
+            .collect();
+        println!("{}", cells.join("\t"));
+    }
+    Ok(())
 }
 
 fn all_cores() -> usize {
