@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duckdb::Connection;
-use tidewater_connectors::kafka::kafka_source;
+use tidewater_connectors::kafka::{kafka_source, Alignment};
 use tidewater_connectors::{SourceControl, SourcePlan};
 use tidewater_dataflows::operators::{
-    CheckpointSchedule, CollectSnapshots, SourceClock, StateEntry, WRITER_WORKER,
+    CheckpointSchedule, CollectSnapshots, SharedClock, SourceClock, StateEntry, WRITER_WORKER,
 };
 use tidewater_dataflows::{build_durable_views, Durability, Epoch, Restore, SourceStreams};
 use tidewater_sinks::resume::Positions;
@@ -208,7 +208,14 @@ pub fn run(
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
         let (pipeline, plans, restored) = &*worker_pipeline;
+        let clocks: Vec<SharedClock> = pipeline
+            .config
+            .sources
+            .iter()
+            .map(|_| SharedClock::default())
+            .collect();
         let durability = Durability {
+            clocks: clocks.clone(),
             checkpoints: Some(checkpoints),
             restore: restored.as_ref().map(|(clocks, state)| {
                 // This worker's share; the arrangements route every entry by its key.
@@ -232,7 +239,15 @@ pub fn run(
                 .sources
                 .iter()
                 .zip(plans)
-                .map(|(source, plan)| {
+                .zip(clocks)
+                .map(|((source, plan), clock)| {
+                    let alignment = Alignment {
+                        clock,
+                        max_ahead: source
+                            .max_out_of_orderness
+                            .micros()
+                            .saturating_add(source.max_partition_drift.micros()),
+                    };
                     let (records, progress) = kafka_source(
                         scope,
                         &source.kafka(),
@@ -240,6 +255,7 @@ pub fn run(
                         snapshot_interval,
                         Arc::clone(&control),
                         processed.clone(),
+                        Some(alignment),
                     );
                     SourceStreams { records, progress }
                 })

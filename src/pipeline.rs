@@ -84,6 +84,14 @@ pub struct SourceConfig {
     /// `latest` (the skipped range is recorded in `_snapshots.offsets_skipped`).
     #[serde(default)]
     pub offset_reset: OffsetReset,
+    /// How far (in event time, beyond `max_out_of_orderness`) a partition may run ahead of the
+    /// source watermark before it is paused for the slower ones to catch up (default 10m).
+    #[serde(default = "default_max_partition_drift")]
+    pub max_partition_drift: HumanDuration,
+}
+
+fn default_max_partition_drift() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(600))
 }
 
 fn default_poll_batch() -> usize {
@@ -253,8 +261,10 @@ impl Pipeline {
                 brokers: String::new(),
                 poll_batch: 0,
                 options: BTreeMap::new(),
-                // A policy for lost offsets may change to get a stuck run going again.
+                // A policy for lost offsets may change to get a stuck run going again, and
+                // partition alignment changes only how partitions interleave.
                 offset_reset: OffsetReset::default(),
+                max_partition_drift: default_max_partition_drift(),
                 ..s.clone()
             })
             .collect();

@@ -13,14 +13,15 @@ use std::sync::Arc;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::vec::{Map, ToStream};
+use timely::dataflow::operators::Inspect;
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::aggregate::compute;
 use crate::operators::{
     checkpoint_marks, AssignEventTime, AssignWindows, Checkpoint, CheckpointSchedule,
-    DecodeRecords, Finalize, RetireFinalWindows, SnapshotPart, SourceClock, SourceWatermark,
-    StateEntry, WatermarkConfig, WindowAssignment, WindowedValue,
+    DecodeRecords, Finalize, RetireFinalWindows, SharedClock, SnapshotPart, SourceClock,
+    SourceWatermark, StateEntry, WatermarkConfig, WindowAssignment, WindowedValue,
 };
 use crate::reading::{RawRecord, SourceProgress};
 use crate::record::Schema;
@@ -75,6 +76,9 @@ pub struct Durability {
     /// When to checkpoint; `None`: never (the state is not persisted).
     pub checkpoints: Option<CheckpointSchedule>,
     pub restore: Option<Restore>,
+    /// Per source (in `specs` order, may be empty): event time shared with this worker's
+    /// source, for aligning its partitions.
+    pub clocks: Vec<SharedClock>,
 }
 
 /// A checkpoint as one worker restores it.
@@ -119,10 +123,15 @@ pub fn build_durable_views<'scope>(
             .and_then(|r| r.clocks.get(index).cloned())
             .unwrap_or_else(SourceClock::start);
         let (events, rejects) = streams.records.decode_records(Arc::clone(&spec.schema));
-        let (events, progress) = events.event_time(streams.progress, spec.watermarks, &clock);
-        let watermark = progress
+        let share = durability.clocks.get(index).cloned();
+        let (events, progress) =
+            events.event_time(streams.progress, spec.watermarks, &clock, share.clone());
+        let mut watermark = progress
             .clone()
             .source_watermark(spec.watermarks, clock.watermark);
+        if let Some(share) = share {
+            watermark = watermark.inspect(move |w| share.set_watermark(*w));
+        }
         parts.push(rejects.map(move |r| SnapshotPart::Reject(index, r)));
         parts.push(progress.map(move |p| SnapshotPart::Progress(index, p)));
         parts.push(

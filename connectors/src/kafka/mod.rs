@@ -6,7 +6,7 @@ mod source;
 
 pub use client::consumer_config;
 pub use plan::{fetch_watermarks, high_watermarks, SourcePlan};
-pub use source::{kafka_source, SourceControl};
+pub use source::{kafka_source, Alignment, SourceControl};
 
 use serde::{Deserialize, Serialize};
 

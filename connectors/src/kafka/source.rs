@@ -24,6 +24,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tidewater_dataflows::operators::SharedClock;
 use tidewater_dataflows::{Epoch, RawRecord, SourceProgress};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -153,6 +154,30 @@ struct PartitionReader {
     epoch_deadline: Instant,
     replay: Option<Replay>,
     outage: Outage,
+    /// Partitions paused because they are too far ahead in event time.
+    ahead: BTreeSet<i32>,
+}
+
+/// Pauses partitions too far ahead of the source watermark, resumes those back within reach.
+fn align_partitions(state: &mut PartitionReader, alignment: &Alignment, topic: &str) {
+    let view = alignment.clock.view();
+    let Some(watermark) = view.watermark.filter(|w| *w > i64::MIN) else {
+        return;
+    };
+    let limit = watermark.saturating_add(alignment.max_ahead);
+    for partition in state.positions.keys() {
+        let ahead = view
+            .max_event_times
+            .get(partition)
+            .is_some_and(|max| *max > limit);
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, *partition);
+        if ahead && state.ahead.insert(*partition) {
+            let _ = state.consumer.pause(&list);
+        } else if !ahead && state.ahead.remove(partition) {
+            let _ = state.consumer.resume(&list);
+        }
+    }
 }
 
 /// A restart's replay: epoch 0 reports where the replay starts (the checkpoint), epoch 1 holds
@@ -201,6 +226,15 @@ impl Replay {
 /// per-epoch partition progress. Every worker builds the same operator (timely requires the
 /// same dataflow everywhere); a worker whose consumer cannot be set up reports the error through
 /// `control`, which stops all sources.
+/// Keeps a worker's partitions aligned in event time: a partition whose largest event time is
+/// more than `max_ahead` (µs) past the source watermark is paused until the watermark catches
+/// up, so one fast partition cannot hold every window open while a slow one lags (the source
+/// watermark is the minimum over partitions). It changes only how partitions interleave.
+pub struct Alignment {
+    pub clock: SharedClock,
+    pub max_ahead: i64,
+}
+
 /// `processed` is a probe on the dataflow's output: the source reads only while the dataflow
 /// is at most `MAX_EPOCHS_AHEAD` epochs behind it.
 pub fn kafka_source<'scope>(
@@ -210,6 +244,7 @@ pub fn kafka_source<'scope>(
     snapshot_interval: Duration,
     control: Arc<SourceControl>,
     processed: ProbeHandle<Epoch>,
+    alignment: Option<Alignment>,
 ) -> (
     StreamVec<'scope, Epoch, RawRecord>,
     StreamVec<'scope, Epoch, SourceProgress>,
@@ -270,6 +305,7 @@ pub fn kafka_source<'scope>(
                 held: Vec::new(),
             }),
             outage: Outage::default(),
+            ahead: BTreeSet::new(),
         });
 
         move |_frontiers| {
@@ -295,6 +331,11 @@ pub fn kafka_source<'scope>(
                 // Backpressure: the dataflow is behind; read again once it has caught up.
                 activator.activate_after(IDLE_POLL);
                 return;
+            }
+            // Not during a replay: its one epoch ends only when every partition has got to its
+            // end, and the watermark moves only between epochs.
+            if let Some(alignment) = alignment.as_ref().filter(|_| state.replay.is_none()) {
+                align_partitions(state, alignment, &source_config.topic);
             }
             let mut polled = 0;
             if !stopping {

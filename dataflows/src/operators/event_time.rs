@@ -7,7 +7,9 @@
 //! is deterministic. At the end of each epoch the operator adds each partition's largest event
 //! time (and whether it is idle) to the source's progress report.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -56,6 +58,39 @@ impl SourceClock {
     }
 }
 
+/// What one worker's event-time operators know, shared with that worker's source (same
+/// thread) so that it can keep its partitions aligned in event time: a partition far ahead of
+/// the source watermark is paused until the slower ones catch up, which bounds the state of
+/// windows that cannot close yet. Pausing only changes how partitions interleave, never a result.
+#[derive(Clone, Debug, Default)]
+pub struct SharedClock(Rc<RefCell<ClockView>>);
+
+#[derive(Clone, Debug, Default)]
+pub struct ClockView {
+    /// Partition → largest event time decoded so far (this worker's partitions).
+    pub max_event_times: HashMap<i32, EventTime>,
+    /// The latest source watermark.
+    pub watermark: Option<EventTime>,
+}
+
+impl SharedClock {
+    pub fn view(&self) -> std::cell::Ref<'_, ClockView> {
+        self.0.borrow()
+    }
+
+    pub fn set_watermark(&self, watermark: EventTime) {
+        let mut view = self.0.borrow_mut();
+        view.watermark = Some(view.watermark.map_or(watermark, |w| w.max(watermark)));
+    }
+
+    fn observe(&self, partition: i32, max_event_time: EventTime) {
+        self.0
+            .borrow_mut()
+            .max_event_times
+            .insert(partition, max_event_time);
+    }
+}
+
 /// Per partition, as this worker has seen it.
 struct PartitionClock {
     max_event_time: Option<EventTime>,
@@ -72,6 +107,7 @@ pub trait AssignEventTime<'scope> {
         progress: StreamVec<'scope, Epoch, SourceProgress>,
         config: WatermarkConfig,
         clock: &SourceClock,
+        share: Option<SharedClock>,
     ) -> (
         StreamVec<'scope, Epoch, Event>,
         StreamVec<'scope, Epoch, SourceProgress>,
@@ -84,6 +120,7 @@ impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
         progress: StreamVec<'scope, Epoch, SourceProgress>,
         config: WatermarkConfig,
         clock: &SourceClock,
+        share: Option<SharedClock>,
     ) -> (
         StreamVec<'scope, Epoch, Event>,
         StreamVec<'scope, Epoch, SourceProgress>,
@@ -141,6 +178,9 @@ impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
                         clock.max_event_time = Some(max);
                         clock.last_record = now;
                         maxima.insert(event.partition, max);
+                        if let Some(share) = &share {
+                            share.observe(event.partition, max);
+                        }
                     }
                     output.session(&out_cap).give_container(data);
                 });

@@ -11,7 +11,7 @@ pub mod windows;
 
 pub use checkpoint::{checkpoint_marks, Checkpoint, CheckpointSchedule, StateEntry};
 pub use decode::DecodeRecords;
-pub use event_time::{AssignEventTime, SourceClock, WatermarkConfig};
+pub use event_time::{AssignEventTime, ClockView, SharedClock, SourceClock, WatermarkConfig};
 pub use finalize::{Finalize, ViewChange};
 pub use retire::{RetireFinalWindows, WindowTrace};
 pub use snapshot::{CollectSnapshots, Snapshot, SnapshotPart, WRITER_WORKER};
