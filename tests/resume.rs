@@ -51,13 +51,15 @@ fn stopped_and_resumed_runs_equal_an_uninterrupted_run_with_1_and_3_workers() {
                 runs <= 40,
                 "{workers} workers: the runs do not get to the end"
             );
-            // Stop after a few commits: the sources close their epoch, a last snapshot commits.
+            // A stop as Ctrl-C does it: the sources close their epoch, a last snapshot commits.
             let control = SourceControl::new();
             let stopper = Arc::clone(&control);
-            let commits = Arc::new(AtomicU64::new(0));
-            let stop_after = 1 + runs % 3;
-            let hook: CommitHook = Arc::new(move |_, _| {
-                if commits.fetch_add(1, Ordering::Relaxed) + 1 == stop_after {
+            // Stop once about a sixth of the topic (varying a little) has been committed.
+            let committed = Arc::new(AtomicU64::new(0));
+            let stop_at = (messages as u64 / 6) * (2 + runs % 3) / 3;
+            let hook: CommitHook = Arc::new(move |_, info| {
+                let before = committed.fetch_add(info.records_in, Ordering::Relaxed);
+                if before < stop_at && before + info.records_in >= stop_at {
                     stopper.request_stop();
                 }
             });
