@@ -63,14 +63,6 @@ fn failed_run_error(config: &Path) -> (String, Duration) {
     (error_line(&output), took)
 }
 
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn help_lists_the_commands_and_their_options() {
     let output = tidewater().arg("--help").output().unwrap();

@@ -11,15 +11,6 @@ use tidewater::{run, CommitHook, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, SourceControl};
 
-fn bounded(workers: usize, on_commit: Option<CommitHook>) -> RunOptions {
-    RunOptions {
-        workers,
-        exit_at_end: true,
-        progress: false,
-        on_commit,
-    }
-}
-
 /// Partition → next offset after the last message, as read from the topic itself.
 fn end_offsets(messages: &[TopicMessage]) -> BTreeMap<i32, i64> {
     let mut ends = BTreeMap::new();
@@ -52,7 +43,7 @@ fn final_view_equals_oracle_in_order_and_shuffled_with_1_and_4_workers() {
             let path = dir.path().join("warehouse.duckdb");
             let summary = run(
                 &pipeline(&brokers, topic, &path, 20),
-                bounded(workers, None),
+                to_the_end(workers, None),
                 SourceControl::new(),
             )
             .unwrap();
@@ -213,7 +204,7 @@ fn bad_records_land_in_rejects_and_every_good_record_is_counted() {
     let path = dir.path().join("warehouse.duckdb");
     let summary = run(
         &pipeline(&brokers, "rejects", &path, 20),
-        bounded(2, None),
+        to_the_end(2, None),
         SourceControl::new(),
     )
     .unwrap();
@@ -293,7 +284,7 @@ fn every_table_is_the_same_with_1_2_3_and_4_workers() {
         let path = dir.path().join(format!("run_{run_index}.duckdb"));
         run(
             &turnstile_pipeline(&brokers, "shapes", &path),
-            bounded(workers, None),
+            to_the_end(workers, None),
             SourceControl::new(),
         )
         .unwrap();

@@ -10,17 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tidewater::{run, CommitHook, RunOptions};
+use tidewater::{run, CommitHook};
 use tidewater_connectors::{EmbeddedBroker, SourceControl};
-
-fn options(on_commit: Option<CommitHook>) -> RunOptions {
-    RunOptions {
-        workers: 2,
-        exit_at_end: true,
-        progress: false,
-        on_commit,
-    }
-}
 
 #[test]
 fn a_broker_outage_mid_run_changes_nothing() {
@@ -29,13 +20,7 @@ fn a_broker_outage_mid_run_changes_nothing() {
     broker.create_topic("outage", 4).unwrap();
     let messages = produce_turnstile_topic(&brokers, "outage", 40_000, 13);
     let dir = tempfile::tempdir().unwrap();
-    let reference_path = dir.path().join("reference.duckdb");
-    run(
-        &turnstile_pipeline(&brokers, "outage", &reference_path),
-        options(None),
-        SourceControl::new(),
-    )
-    .unwrap();
+    let (_, expected) = uninterrupted_contents(&brokers, "outage", dir.path());
 
     let path = dir.path().join("outage.duckdb");
     let pipeline = turnstile_pipeline(&brokers, "outage", &path);
@@ -45,7 +30,7 @@ fn a_broker_outage_mid_run_changes_nothing() {
         counted.fetch_add(1, Ordering::Relaxed);
     });
     let engine =
-        std::thread::spawn(move || run(&pipeline, options(Some(hook)), SourceControl::new()));
+        std::thread::spawn(move || run(&pipeline, to_the_end(2, Some(hook)), SourceControl::new()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while commits.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -62,7 +47,7 @@ fn a_broker_outage_mid_run_changes_nothing() {
     assert_eq!(summary.records_in, messages as u64);
     assert_same_contents(
         &warehouse_contents(&path),
-        &warehouse_contents(&reference_path),
+        &expected,
         "after a broker outage",
     );
 }
@@ -79,13 +64,7 @@ fn a_full_disk_stops_the_run_cleanly_and_a_restart_completes_it() {
     broker.create_topic("disk", 4).unwrap();
     let messages = produce_turnstile_topic(&brokers, "disk", 40_000, 17);
     let dir = tempfile::tempdir().unwrap();
-    let reference_path = dir.path().join("reference.duckdb");
-    run(
-        &turnstile_pipeline(&brokers, "disk", &reference_path),
-        options(None),
-        SourceControl::new(),
-    )
-    .unwrap();
+    let (_, expected) = uninterrupted_contents(&brokers, "disk", dir.path());
 
     let path = dir.path().join("disk.duckdb");
     let config = dir.path().join("disk.toml");
@@ -163,7 +142,7 @@ fn a_full_disk_stops_the_run_cleanly_and_a_restart_completes_it() {
     assert_eq!(records, messages as i64);
     assert_same_contents(
         &warehouse_contents(&path),
-        &warehouse_contents(&reference_path),
+        &expected,
         "after a full disk and a restart",
     );
 }
@@ -185,12 +164,12 @@ fn offsets_lost_while_stopped_are_an_error_or_skipped_by_policy() {
     // Every snapshot a checkpoint: the restart needs exactly the last snapshot's offsets.
     config.warehouse.checkpoint_interval = "20ms".parse().unwrap();
     let mut pipeline = tidewater::Pipeline::new(config).unwrap();
-    run(&pipeline, options(None), SourceControl::new()).unwrap();
+    run(&pipeline, to_the_end(2, None), SourceControl::new()).unwrap();
 
     // ~7 MiB more: everything the checkpoint needs is deleted.
     let more = readings(35_000, 22, 0.0);
     produce(&brokers, "retention", &reading_messages(&more));
-    let error = run(&pipeline, options(None), SourceControl::new())
+    let error = run(&pipeline, to_the_end(2, None), SourceControl::new())
         .unwrap_err()
         .to_string();
     assert!(
@@ -201,7 +180,7 @@ fn offsets_lost_while_stopped_are_an_error_or_skipped_by_policy() {
 
     pipeline.config.sources[0].offset_reset = tidewater_connectors::OffsetReset::Earliest;
     let pipeline = tidewater::Pipeline::new(pipeline.config).unwrap();
-    run(&pipeline, options(None), SourceControl::new()).unwrap();
+    run(&pipeline, to_the_end(2, None), SourceControl::new()).unwrap();
     let conn = open_warehouse(&path);
     let skipped: Vec<String> = conn
         .prepare("SELECT offsets_skipped FROM _snapshots WHERE offsets_skipped IS NOT NULL")

@@ -9,17 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use tidewater::{run, CommitHook, RunOptions};
+use tidewater::{run, CommitHook};
 use tidewater_connectors::{EmbeddedBroker, SourceControl};
-
-fn options(workers: usize, on_commit: Option<CommitHook>) -> RunOptions {
-    RunOptions {
-        workers,
-        exit_at_end: true,
-        progress: false,
-        on_commit,
-    }
-}
 
 #[test]
 fn stopped_and_resumed_runs_equal_an_uninterrupted_run_with_1_and_3_workers() {
@@ -29,15 +20,8 @@ fn stopped_and_resumed_runs_equal_an_uninterrupted_run_with_1_and_3_workers() {
     let messages = produce_turnstile_topic(&brokers, "resume", 30_000, 3);
 
     let dir = tempfile::tempdir().unwrap();
-    let reference_path = dir.path().join("reference.duckdb");
-    let reference = run(
-        &turnstile_pipeline(&brokers, "resume", &reference_path),
-        options(2, None),
-        SourceControl::new(),
-    )
-    .unwrap();
-    assert_eq!(reference.records_in, messages as u64);
-    let expected = warehouse_contents(&reference_path);
+    let (records_in, expected) = uninterrupted_contents(&brokers, "resume", dir.path());
+    assert_eq!(records_in, messages as u64);
     assert!(expected["_late"].len() > 10, "the feed has late records");
     assert!(!expected["_rejects"].is_empty());
 
@@ -65,7 +49,7 @@ fn stopped_and_resumed_runs_equal_an_uninterrupted_run_with_1_and_3_workers() {
             });
             run(
                 &pipeline,
-                options(workers, Some(hook)),
+                to_the_end(workers, Some(hook)),
                 Arc::clone(&control),
             )
             .unwrap();
@@ -122,13 +106,13 @@ fn a_warehouse_of_another_pipeline_definition_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.duckdb");
     let pipeline = turnstile_pipeline(&brokers, "definition", &path);
-    run(&pipeline, options(1, None), SourceControl::new()).unwrap();
+    run(&pipeline, to_the_end(1, None), SourceControl::new()).unwrap();
     let before = warehouse_contents(&path);
 
     let mut changed = pipeline.config.clone();
     changed.views[0].allowed_lateness = "3h".parse().unwrap();
     let changed = tidewater::Pipeline::new(changed).unwrap();
-    let error = run(&changed, options(1, None), SourceControl::new())
+    let error = run(&changed, to_the_end(1, None), SourceControl::new())
         .unwrap_err()
         .to_string();
     assert!(
@@ -145,7 +129,7 @@ fn a_warehouse_of_another_pipeline_definition_is_refused() {
     moved.warehouse.snapshot_interval = "20ms".parse().unwrap();
     let summary = run(
         &tidewater::Pipeline::new(moved).unwrap(),
-        options(1, None),
+        to_the_end(1, None),
         SourceControl::new(),
     )
     .unwrap();

@@ -41,14 +41,6 @@ fn tansu_binary() -> Option<PathBuf> {
     found
 }
 
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A tansu broker process on a loopback port; killed when dropped.
 struct Tansu {
     binary: PathBuf,
@@ -160,15 +152,6 @@ fn wait_for_offsets(brokers: &str, topic: &str, messages: usize) {
     }
 }
 
-fn bounded(on_commit: Option<CommitHook>) -> RunOptions {
-    RunOptions {
-        workers: 2,
-        exit_at_end: true,
-        progress: false,
-        on_commit,
-    }
-}
-
 /// The contents the same messages give through the embedded broker.
 fn embedded_reference(
     dir: &Path,
@@ -180,14 +163,7 @@ fn embedded_reference(
     let brokers = broker.bootstrap_servers();
     broker.create_topic(topic, 4).unwrap();
     let messages = produce_turnstile_topic(&brokers, topic, count, seed);
-    let path = dir.join(format!("{topic}_reference.duckdb"));
-    run(
-        &turnstile_pipeline(&brokers, topic, &path),
-        bounded(None),
-        SourceControl::new(),
-    )
-    .unwrap();
-    (messages, warehouse_contents(&path))
+    (messages, uninterrupted_contents(&brokers, topic, dir).1)
 }
 
 type BTreeMapContents = std::collections::BTreeMap<String, Vec<String>>;
@@ -210,7 +186,7 @@ fn tansu_topic_gives_the_same_tables_as_the_embedded_broker() {
     let path = dir.path().join("tansu.duckdb");
     let summary = run(
         &turnstile_pipeline(&tansu.brokers(), "turnstile", &path),
-        bounded(None),
+        to_the_end(2, None),
         SourceControl::new(),
     )
     .unwrap();
@@ -244,7 +220,7 @@ fn a_tansu_process_killed_and_restarted_mid_run_changes_nothing() {
     let engine_control = Arc::clone(&control);
     let options = RunOptions {
         exit_at_end: false,
-        ..bounded(Some(hook))
+        ..to_the_end(2, Some(hook))
     };
     let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));
     let deadline = Instant::now() + Duration::from_secs(60);

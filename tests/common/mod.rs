@@ -353,3 +353,43 @@ pub fn assert_same_contents(
         }
     }
 }
+
+/// Run options of a bounded run: it stops at the end of the topic as it is at start
+/// (`--exit-at-end`), without a progress line.
+pub fn to_the_end(
+    workers: usize,
+    on_commit: Option<tidewater::CommitHook>,
+) -> tidewater::RunOptions {
+    tidewater::RunOptions {
+        workers,
+        exit_at_end: true,
+        progress: false,
+        on_commit,
+    }
+}
+
+/// One uninterrupted run (2 workers) of the turnstile pipeline over `topic`, into
+/// `dir/<topic>_reference.duckdb`: what disturbed runs must end equal to. Returns the records it
+/// read and the contents it left.
+pub fn uninterrupted_contents(
+    brokers: &str,
+    topic: &str,
+    dir: &Path,
+) -> (u64, BTreeMap<String, Vec<String>>) {
+    let path = dir.join(format!("{topic}_reference.duckdb"));
+    let summary = tidewater::run(
+        &turnstile_pipeline(brokers, topic, &path),
+        to_the_end(2, None),
+        tidewater_connectors::SourceControl::new(),
+    )
+    .expect("the uninterrupted run");
+    (summary.records_in, warehouse_contents(&path))
+}
+
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
