@@ -195,6 +195,13 @@ pub fn run(
     let worker_control = Arc::clone(&control);
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
+    // One per source, shared by every worker of the process (see `SharedClock`).
+    let process_clocks: Vec<SharedClock> = pipeline
+        .config
+        .sources
+        .iter()
+        .map(|_| SharedClock::default())
+        .collect();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut warehouse = if worker.index() == WRITER_WORKER {
             warehouse_slot
@@ -208,12 +215,7 @@ pub fn run(
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
         let (pipeline, plans, restored) = &*worker_pipeline;
-        let clocks: Vec<SharedClock> = pipeline
-            .config
-            .sources
-            .iter()
-            .map(|_| SharedClock::default())
-            .collect();
+        let clocks = process_clocks.clone();
         let durability = Durability {
             clocks: clocks.clone(),
             checkpoints: Some(checkpoints),

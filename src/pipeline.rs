@@ -85,7 +85,7 @@ pub struct SourceConfig {
     #[serde(default)]
     pub offset_reset: OffsetReset,
     /// How far (in event time, beyond `max_out_of_orderness`) a partition may run ahead of the
-    /// source watermark before it is paused for the slower ones to catch up (default 10m).
+    /// slowest partition still reading before it waits for the slower ones (default 10m).
     #[serde(default = "default_max_partition_drift")]
     pub max_partition_drift: HumanDuration,
 }

@@ -381,3 +381,105 @@ fn idle_partitions_let_windows_close_and_their_late_records_go_to_late() {
         }
     }
 }
+
+/// Partition alignment with one partition that has only a few early records and then nothing:
+/// once its reader is at the end of the log it must hold nobody back (before, the others were
+/// paused for ever behind it), while the two busy partitions are kept within the allowed drift
+/// of each other. The result equals the model at every snapshot.
+#[test]
+fn a_partition_at_its_end_holds_nobody_back_and_alignment_changes_no_result() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    let (ooo, lateness) = (2 * SECOND, 2 * SECOND);
+    let record = |key: &str, seconds: i64| {
+        Msg::Good(Rec {
+            key: key.to_owned(),
+            sub: seconds % 3,
+            value: Some(seconds % 7),
+            score: 0.5,
+            flag: seconds % 2 == 0,
+            ts: T0 + seconds * SECOND,
+        })
+    };
+    // Partition 0: five records in the first five seconds. Partitions 1 and 2: 400 seconds.
+    let partitions: Vec<Vec<Msg>> = vec![
+        (0..5).map(|s| record("early", s)).collect(),
+        (0..400).map(|s| record("b", s)).collect(),
+        (0..400)
+            .map(|s| record(["c", "d"][s as usize % 2], s))
+            .collect(),
+    ];
+    let topic = "skewed";
+    broker.create_topic(topic, 3).unwrap();
+    let mut producer = TopicProducer::new(&brokers, topic).unwrap();
+    for (p, messages) in partitions.iter().enumerate() {
+        for message in messages {
+            producer.send_to(p as i32, &message.payload()).unwrap();
+        }
+    }
+    producer.flush().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let mut text = source_toml(&brokers, ooo).replace(
+        "topic = \"events\"",
+        "topic = \"skewed\"\npoll_batch = 16\nmax_partition_drift = \"5s\"",
+    );
+    let model = views(lateness);
+    for view in &model {
+        text.push_str(&view.toml());
+    }
+    text.push_str(&format!(
+        "[warehouse]\npath = {:?}\nsnapshot_interval = \"50ms\"\n",
+        path.display().to_string()
+    ));
+    let pipeline = Pipeline::from_toml(&text, "skewed").unwrap();
+
+    let checked = Arc::new(Mutex::new((0usize, Vec::<String>::new())));
+    let hook_checked = Arc::clone(&checked);
+    let hook_partitions = partitions.clone();
+    let watermark = Mutex::new(i64::MIN);
+    let hook: CommitHook = Arc::new(move |conn, info| {
+        let stored = Origin {
+            topic,
+            source: "events",
+        };
+        let offsets = read_offsets(conn, info.snapshot_id, stored);
+        let mut previous = watermark.lock().unwrap();
+        *previous = next_watermark(*previous, &hook_partitions, &offsets, ooo);
+        let expected = expected(&model, &hook_partitions, &offsets, ooo, *previous);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            assert_snapshot_matches(conn, info.snapshot_id, &expected, stored, topic)
+        }));
+        let mut checked = hook_checked.lock().unwrap();
+        checked.0 += 1;
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "a check panicked".to_owned());
+            checked.1.push(message);
+        }
+    });
+    let control = SourceControl::new();
+    let engine_control = Arc::clone(&control);
+    let options = RunOptions {
+        workers: 2,
+        exit_at_end: true,
+        progress: false,
+        on_commit: Some(hook),
+    };
+    let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));
+    let started = Instant::now();
+    while !engine.is_finished() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stalled = !engine.is_finished();
+    control.request_stop();
+    let summary = engine.join().unwrap().unwrap();
+    assert!(!stalled, "the run did not get to the end within 60 s");
+    assert_eq!(summary.records_in, 805);
+    let (checks, failures) = &*checked.lock().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(*checks >= 2, "only {checks} snapshots");
+}

@@ -7,6 +7,10 @@ use super::KafkaSourceConfig;
 /// Consumer settings. Each forced option says why: the warehouse, not Kafka, owns progress.
 pub fn consumer_config(config: &KafkaSourceConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
+    // A default the options may change: with one queue per partition, librdkafka's prefetch
+    // bound applies per partition, and its default (64 MiB) times many partitions is a lot of
+    // memory for records that alignment or backpressure keeps waiting.
+    client.set("queued.max.messages.kbytes", "16384");
     for (key, value) in &config.options {
         client.set(key, value);
     }
@@ -23,8 +27,9 @@ pub fn consumer_config(config: &KafkaSourceConfig) -> ClientConfig {
         // jump silently to the start or the end of the partition; with `earliest`/`latest`
         // the jump is the user's choice, and the source records the skipped range.
         .set("auto.offset.reset", config.offset_reset.librdkafka())
-        // End of partition is learned from watermarks, not from EOF events on the queue.
-        .set("enable.partition.eof", "false")
+        // EOF events tell partition alignment which partitions are caught up with the log
+        // (they hold nobody back); the end of a bounded run is still learned from watermarks.
+        .set("enable.partition.eof", "true")
         // Metadata requests must not create topics: a misspelt topic is an error.
         .set("allow.auto.create.topics", "false")
         // Fail fast and clearly when no broker answers at start (default would retry for long).

@@ -19,8 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -147,37 +150,145 @@ struct PartitionPosition {
 
 /// The state of a worker that reads at least one partition.
 struct PartitionReader {
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer>,
+    /// One queue per assigned partition, so that a partition ahead in event time is simply not
+    /// polled: its fetched records wait in librdkafka (bounded by `queued.max.messages.kbytes`)
+    /// instead of being dropped by a pause and fetched again.
+    queues: BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
     positions: BTreeMap<i32, PartitionPosition>,
     records_cap: Capability<Epoch>,
     progress_cap: Capability<Epoch>,
     epoch_deadline: Instant,
     replay: Option<Replay>,
     outage: Outage,
-    /// Partitions paused because they are too far ahead in event time.
+    /// Partitions not polled because they are too far ahead in event time.
     ahead: BTreeSet<i32>,
+    /// Partitions whose last event was the end of the log (`PartitionEOF`).
+    at_end: BTreeSet<i32>,
 }
 
-/// Pauses partitions too far ahead of the source watermark, resumes those back within reach.
-fn align_partitions(state: &mut PartitionReader, alignment: &Alignment, topic: &str) {
+/// One item from a consumer or partition queue, owned so the queue can be polled again.
+enum Polled {
+    Record(RawRecord),
+    Error(KafkaError),
+}
+
+impl From<KafkaResult<BorrowedMessage<'_>>> for Polled {
+    fn from(result: KafkaResult<BorrowedMessage<'_>>) -> Self {
+        match result {
+            Ok(message) => Polled::Record(RawRecord {
+                partition: message.partition(),
+                offset: message.offset(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+            }),
+            Err(error) => Polled::Error(error),
+        }
+    }
+}
+
+enum Accepted {
+    Record(RawRecord),
+    /// Read past the replay's end, given out after it.
+    Held,
+    Nothing,
+    Fatal,
+}
+
+impl PartitionReader {
+    /// Takes one polled item: a record for the current epoch, a record held back for after the
+    /// replay, the end of a partition, or an error (transient, or fatal and reported).
+    fn accept(
+        &mut self,
+        item: Polled,
+        config: &KafkaSourceConfig,
+        control: &SourceControl,
+        alignment: Option<&Alignment>,
+    ) -> Accepted {
+        let record = match item {
+            Polled::Record(record) => record,
+            Polled::Error(KafkaError::PartitionEOF(partition)) => {
+                // Caught up with the log: it must not hold the others back.
+                if let Some(alignment) = alignment {
+                    if self.at_end.insert(partition) {
+                        alignment.clock.set_at_end(partition, true);
+                    }
+                }
+                return Accepted::Nothing;
+            }
+            Polled::Error(error) => {
+                return match classify_error(config, &self.positions, error) {
+                    Ok(transient) => {
+                        self.outage.error(&config.topic, transient);
+                        Accepted::Nothing
+                    }
+                    Err(fatal) => {
+                        control.fail(fatal);
+                        Accepted::Fatal
+                    }
+                };
+            }
+        };
+        let partition = record.partition;
+        let Some(position) = self.positions.get_mut(&partition) else {
+            return Accepted::Nothing;
+        };
+        if self.at_end.remove(&partition) {
+            if let Some(alignment) = alignment {
+                alignment.clock.set_at_end(partition, false);
+            }
+        }
+        self.outage.recovered(&config.topic);
+        if let Some(replay) = self.replay.as_mut() {
+            if record.offset >= replay.until.get(&partition).copied().unwrap_or(0) {
+                replay.held.push(record);
+                replay.pause(&self.consumer, &config.topic, partition);
+                return Accepted::Held;
+            }
+        }
+        if record.offset > position.next_offset && config.offset_reset != OffsetReset::Error {
+            // librdkafka jumped past offsets that were deleted, as the policy allows: say so,
+            // and let the warehouse record it.
+            let skipped = SkippedOffsets {
+                topic: config.topic.clone(),
+                partition,
+                from: position.next_offset,
+                to: record.offset,
+                policy: config.offset_reset,
+            };
+            eprintln!("tidewater: warning: {skipped}");
+            control.record_skipped(skipped);
+        }
+        position.next_offset = record.offset + 1;
+        position.records_in_epoch += 1;
+        Accepted::Record(record)
+    }
+}
+
+/// Marks partitions too far ahead of the slowest partition still reading (see [`SharedClock`])
+/// so that they are not polled, and those back within reach so that they are again.
+fn align_partitions(state: &mut PartitionReader, alignment: &Alignment) {
     let view = alignment.clock.view();
-    let Some(watermark) = view.watermark.filter(|w| *w > i64::MIN) else {
+    let Some(reference) = view.alignment_reference() else {
         return;
     };
-    let limit = watermark.saturating_add(alignment.max_ahead);
+    let limit = reference.saturating_add(alignment.max_ahead);
     for partition in state.positions.keys() {
         let ahead = view
             .max_event_times
             .get(partition)
             .is_some_and(|max| *max > limit);
-        let mut list = TopicPartitionList::new();
-        list.add_partition(topic, *partition);
-        if ahead && state.ahead.insert(*partition) {
-            let _ = state.consumer.pause(&list);
-        } else if !ahead && state.ahead.remove(partition) {
-            let _ = state.consumer.resume(&list);
+        if ahead {
+            state.ahead.insert(*partition);
+        } else {
+            state.ahead.remove(partition);
         }
     }
+}
+
+fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    list
 }
 
 /// A restart's replay: epoch 0 reports where the replay starts (the checkpoint), epoch 1 holds
@@ -213,11 +324,9 @@ impl Replay {
 
     fn pause(&mut self, consumer: &BaseConsumer, topic: &str, partition: i32) {
         if self.done.insert(partition) {
-            let mut list = TopicPartitionList::new();
-            list.add_partition(topic, partition);
             // Without the pause the held records could grow to the whole topic; if it fails,
             // records are still held correctly, only more of them.
-            let _ = consumer.pause(&list);
+            let _ = consumer.pause(&one_partition(topic, partition));
         }
     }
 }
@@ -226,10 +335,11 @@ impl Replay {
 /// per-epoch partition progress. Every worker builds the same operator (timely requires the
 /// same dataflow everywhere); a worker whose consumer cannot be set up reports the error through
 /// `control`, which stops all sources.
-/// Keeps a worker's partitions aligned in event time: a partition whose largest event time is
-/// more than `max_ahead` (µs) past the source watermark is paused until the watermark catches
-/// up, so one fast partition cannot hold every window open while a slow one lags (the source
-/// watermark is the minimum over partitions). It changes only how partitions interleave.
+/// Keeps the partitions of a process aligned in event time: a partition whose largest event time
+/// is more than `max_ahead` (µs) past the slowest partition still reading is paused until that
+/// one catches up, so one fast partition cannot hold every window open while a slow one lags
+/// (the source watermark is the minimum over partitions). It changes only how partitions
+/// interleave.
 pub struct Alignment {
     pub clock: SharedClock,
     pub max_ahead: i64,
@@ -281,8 +391,9 @@ pub fn kafka_source<'scope>(
         let records_cap = capabilities.pop().expect("records capability");
         // A worker without partitions drops its capabilities at once: it never holds back the
         // frontier of the others.
-        let mut reader = consumer.map(|consumer| PartitionReader {
+        let mut reader = consumer.map(|(consumer, queues)| PartitionReader {
             consumer,
+            queues,
             positions: assigned
                 .iter()
                 .map(|(p, offset)| {
@@ -306,6 +417,7 @@ pub fn kafka_source<'scope>(
             }),
             outage: Outage::default(),
             ahead: BTreeSet::new(),
+            at_end: BTreeSet::new(),
         });
 
         move |_frontiers| {
@@ -335,71 +447,58 @@ pub fn kafka_source<'scope>(
             // Not during a replay: its one epoch ends only when every partition has got to its
             // end, and the watermark moves only between epochs.
             if let Some(alignment) = alignment.as_ref().filter(|_| state.replay.is_none()) {
-                align_partitions(state, alignment, &source_config.topic);
+                align_partitions(state, alignment);
             }
             let mut polled = 0;
             if !stopping {
                 let mut output = records_output.activate();
-                let mut session = output.session(&state.records_cap);
-                while polled < poll_batch {
-                    match state.consumer.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Ok(message)) => {
-                            let partition = message.partition();
-                            let Some(position) = state.positions.get_mut(&partition) else {
-                                continue;
-                            };
-                            state.outage.recovered(&source_config.topic);
-                            let record = RawRecord {
-                                partition,
-                                offset: message.offset(),
-                                payload: message.payload().unwrap_or_default().to_vec(),
-                            };
-                            polled += 1;
-                            if let Some(replay) = state.replay.as_mut() {
-                                if record.offset
-                                    >= replay.until.get(&partition).copied().unwrap_or(0)
-                                {
-                                    replay.held.push(record);
-                                    replay.pause(&state.consumer, &source_config.topic, partition);
-                                    continue;
-                                }
-                            }
-                            if message.offset() > position.next_offset
-                                && source_config.offset_reset != OffsetReset::Error
-                            {
-                                // librdkafka jumped past offsets that were deleted, as the
-                                // policy allows: say so, and let the warehouse record it.
-                                let skipped = SkippedOffsets {
-                                    topic: source_config.topic.clone(),
-                                    partition,
-                                    from: position.next_offset,
-                                    to: message.offset(),
-                                    policy: source_config.offset_reset,
-                                };
-                                eprintln!("tidewater: warning: {skipped}");
-                                control.record_skipped(skipped);
-                            }
-                            position.next_offset = message.offset() + 1;
-                            position.records_in_epoch += 1;
+                let records_cap = state.records_cap.clone();
+                let mut session = output.session(&records_cap);
+                let mut records = 0;
+                let mut take = |state: &mut PartitionReader, item: Polled| -> bool {
+                    match state.accept(item, &source_config, &control, alignment.as_ref()) {
+                        Accepted::Record(record) => {
+                            records += 1;
                             session.give(record);
                         }
-                        Some(Err(error)) => {
-                            match classify_error(&source_config, &state.positions, error) {
-                                Ok(transient) => {
-                                    state.outage.error(&source_config.topic, transient)
-                                }
-                                Err(fatal) => {
-                                    control.fail(fatal);
-                                    break;
-                                }
-                            }
-                        }
+                        Accepted::Held => records += 1,
+                        Accepted::Nothing => {}
+                        Accepted::Fatal => return false,
                     }
+                    true
+                };
+                // Errors not tied to one partition (a broker gone away) come on the consumer's
+                // own queue; records come on the partition queues.
+                let mut healthy = true;
+                while let Some(item) = state.consumer.poll(Duration::ZERO).map(Polled::from) {
+                    healthy &= take(state, item);
+                }
+                let readable: Vec<i32> = state
+                    .queues
+                    .keys()
+                    .filter(|p| !state.ahead.contains(p))
+                    .filter(|p| state.replay.as_ref().is_none_or(|r| !r.done.contains(p)))
+                    .copied()
+                    .collect();
+                // An equal share of the batch for each partition: none starves the others.
+                let share = (poll_batch / readable.len().max(1)).max(1);
+                for partition in readable {
+                    let mut taken = 0;
+                    while healthy && taken < share {
+                        let Some(item) = state.queues[&partition]
+                            .poll(Duration::ZERO)
+                            .map(Polled::from)
+                        else {
+                            break;
+                        };
+                        taken += 1;
+                        healthy &= take(state, item);
+                    }
+                    polled += taken;
                 }
                 control
                     .records_in
-                    .fetch_add(polled as u64, Ordering::Relaxed);
+                    .fetch_add(records as u64, Ordering::Relaxed);
             }
 
             if let Some(replay) = state.replay.as_mut() {
@@ -438,7 +537,7 @@ pub fn kafka_source<'scope>(
                     end_replay(state, replay, &mut records_output, &source_config.topic);
                 }
             }
-            if polled == poll_batch {
+            if polled >= poll_batch / 2 {
                 activator.activate();
             } else {
                 activator.activate_after(
@@ -496,14 +595,24 @@ fn close_epoch(
     }
 }
 
-/// A consumer with the given partitions assigned at the given offsets.
+/// A consumer with the given partitions assigned at the given offsets, and one queue per
+/// partition split off it (before the first poll, as librdkafka requires).
+#[allow(clippy::type_complexity)]
 fn assigned_consumer(
     config: &KafkaSourceConfig,
     assigned: &BTreeMap<i32, i64>,
-) -> Result<BaseConsumer, ConnectorError> {
-    let consumer: BaseConsumer = consumer_config(config)
-        .create()
-        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+) -> Result<
+    (
+        Arc<BaseConsumer>,
+        BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
+    ),
+    ConnectorError,
+> {
+    let consumer: Arc<BaseConsumer> = Arc::new(
+        consumer_config(config)
+            .create()
+            .map_err(|e| ConnectorError::Config(e.to_string()))?,
+    );
     let mut assignment = TopicPartitionList::new();
     for (partition, offset) in assigned {
         assignment
@@ -516,7 +625,17 @@ fn assigned_consumer(
             topic: config.topic.clone(),
             detail: format!("assigning partitions: {e}"),
         })?;
-    Ok(consumer)
+    let mut queues = BTreeMap::new();
+    for partition in assigned.keys() {
+        let queue = consumer
+            .split_partition_queue(&config.topic, *partition)
+            .ok_or_else(|| ConnectorError::Consume {
+                topic: config.topic.clone(),
+                detail: format!("no queue for partition {partition}"),
+            })?;
+        queues.insert(*partition, queue);
+    }
+    Ok((consumer, queues))
 }
 
 /// Transient consumer errors (a broker gone away), reported without flooding the log: the

@@ -7,9 +7,8 @@
 //! is deterministic. At the end of each epoch the operator adds each partition's largest event
 //! time (and whether it is idle) to the source's progress report.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -58,36 +57,68 @@ impl SourceClock {
     }
 }
 
-/// What one worker's event-time operators know, shared with that worker's source (same
-/// thread) so that it can keep its partitions aligned in event time: a partition far ahead of
-/// the source watermark is paused until the slower ones catch up, which bounds the state of
-/// windows that cannot close yet. Pausing only changes how partitions interleave, never a result.
+/// What the event-time operators of all workers in this process know, shared with the sources
+/// of the same process so that they keep partitions aligned in event time: a partition far ahead
+/// of the slowest partition that still has records to read is paused until that one catches up,
+/// which bounds the state of windows that cannot close yet. The reference is live (updated with
+/// every batch), not the per-epoch watermark: with the watermark, every partition could advance
+/// at most the allowed drift per epoch, which capped a backfill at a few thousand records per
+/// second. Pausing only changes how partitions interleave, never a result.
 #[derive(Clone, Debug, Default)]
-pub struct SharedClock(Rc<RefCell<ClockView>>);
+pub struct SharedClock(Arc<Mutex<ClockView>>);
 
 #[derive(Clone, Debug, Default)]
 pub struct ClockView {
-    /// Partition → largest event time decoded so far (this worker's partitions).
+    /// Partition → largest event time decoded so far (this process's partitions).
     pub max_event_times: HashMap<i32, EventTime>,
+    /// Partitions whose reader has got to the end of the log: they have nothing to catch up
+    /// with, so they hold nobody back.
+    pub at_end: HashSet<i32>,
     /// The latest source watermark.
     pub watermark: Option<EventTime>,
 }
 
+impl ClockView {
+    /// The event time the others must not run far ahead of: the slowest partition that has
+    /// records and is still reading, or the watermark if that is further.
+    pub fn alignment_reference(&self) -> Option<EventTime> {
+        let slowest_reading = self
+            .max_event_times
+            .iter()
+            .filter(|(p, _)| !self.at_end.contains(p))
+            .map(|(_, max)| *max)
+            .min();
+        let watermark = self.watermark.filter(|w| *w > i64::MIN);
+        slowest_reading.max(watermark)
+    }
+}
+
 impl SharedClock {
-    pub fn view(&self) -> std::cell::Ref<'_, ClockView> {
-        self.0.borrow()
+    pub fn view(&self) -> std::sync::MutexGuard<'_, ClockView> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_watermark(&self, watermark: EventTime) {
-        let mut view = self.0.borrow_mut();
+        let mut view = self.view();
         view.watermark = Some(view.watermark.map_or(watermark, |w| w.max(watermark)));
     }
 
-    fn observe(&self, partition: i32, max_event_time: EventTime) {
-        self.0
-            .borrow_mut()
-            .max_event_times
-            .insert(partition, max_event_time);
+    /// Whether a partition's reader is at the end of the log (set by the source).
+    pub fn set_at_end(&self, partition: i32, at_end: bool) {
+        let mut view = self.view();
+        if at_end {
+            view.at_end.insert(partition);
+        } else {
+            view.at_end.remove(&partition);
+        }
+    }
+
+    fn observe(&self, maxima: impl IntoIterator<Item = (i32, EventTime)>) {
+        let mut view = self.view();
+        for (partition, max) in maxima {
+            let entry = view.max_event_times.entry(partition).or_insert(max);
+            *entry = (*entry).max(max);
+        }
     }
 }
 
@@ -178,9 +209,10 @@ impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
                         clock.max_event_time = Some(max);
                         clock.last_record = now;
                         maxima.insert(event.partition, max);
-                        if let Some(share) = &share {
-                            share.observe(event.partition, max);
-                        }
+                    }
+                    if let Some(share) = &share {
+                        // Once per batch: the clock is shared by every worker of the process.
+                        share.observe(maxima.iter().map(|(p, max)| (*p, *max)));
                     }
                     output.session(&out_cap).give_container(data);
                 });
@@ -226,5 +258,32 @@ impl<'scope> AssignEventTime<'scope> for StreamVec<'scope, Epoch, Event> {
             }
         });
         (events, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_follows_the_slowest_partition_still_reading() {
+        let clock = SharedClock::default();
+        assert_eq!(clock.view().alignment_reference(), None);
+        clock.observe([(0, 100), (1, 500), (2, 300)]);
+        assert_eq!(clock.view().alignment_reference(), Some(100));
+        // Partition 0 is at the end of its log: it holds nobody back.
+        clock.set_at_end(0, true);
+        assert_eq!(clock.view().alignment_reference(), Some(300));
+        // A later watermark wins over a slower reading partition (say, an idle one).
+        clock.set_watermark(400);
+        assert_eq!(clock.view().alignment_reference(), Some(400));
+        // Maxima only grow; records on partition 0 again make it count.
+        clock.observe([(0, 50)]);
+        clock.set_at_end(0, false);
+        clock.set_watermark(0);
+        assert_eq!(clock.view().alignment_reference(), Some(400));
+        clock.set_at_end(1, true);
+        clock.set_at_end(2, true);
+        assert_eq!(clock.view().alignment_reference(), Some(400));
     }
 }
