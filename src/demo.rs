@@ -124,6 +124,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
         workers: options.workers,
         exit_at_end: false,
         progress: true,
+        cluster: None,
         on_commit: None,
     };
     let result = run(&config, options_run, Arc::clone(&control));

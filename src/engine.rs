@@ -17,6 +17,9 @@ use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
+use crate::cluster::{
+    connect_watchdog, relay_stops, share_start, timely_config, ClusterOptions, Start,
+};
 use crate::error::EngineError;
 use crate::pipeline::Pipeline;
 use crate::progress::ProgressLine;
@@ -33,6 +36,8 @@ pub struct RunOptions {
     pub exit_at_end: bool,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// This process's place in a cluster; `None`: one process.
+    pub cluster: Option<ClusterOptions>,
     pub on_commit: Option<CommitHook>,
 }
 
@@ -42,6 +47,7 @@ impl Default for RunOptions {
             workers: 1,
             exit_at_end: false,
             progress: false,
+            cluster: None,
             on_commit: None,
         }
     }
@@ -94,96 +100,22 @@ pub fn run(
 ) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let config = &pipeline.config;
-    // Pre-flight: the warehouse first (nothing is consumed if it cannot be written), then Kafka.
-    let mut warehouse = Warehouse::open(
-        &config.warehouse.path,
-        &pipeline.views,
-        &pipeline.source_infos(),
-        &pipeline.definition(),
-    )?;
-    let resume = warehouse.resume_point().cloned();
-    let mut plans = Vec::new();
-    for (index, source) in config.sources.iter().enumerate() {
-        let mut plan = SourcePlan::prepare(&source.kafka())?;
-        match &resume {
-            Some(point) => {
-                let from = point
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| offsets_of(&c.positions, index))
-                    .unwrap_or_default();
-                let skipped = plan.resume(
-                    &from,
-                    &offsets_of(&point.committed, index),
-                    source.offset_reset,
-                )?;
-                for skipped in skipped {
-                    eprintln!("tidewater: warning: {skipped}");
-                    control.record_skipped(skipped);
-                }
-            }
-            None => {
-                for (partition, earliest) in plan.unretained() {
-                    eprintln!(
-                        "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
-                        plan.topic
-                    );
-                }
-            }
-        }
-        if options.exit_at_end {
-            control.set_end_offsets(&plan.topic, plan.high_watermarks.clone());
-        }
-        plans.push(plan);
-    }
-    // A resumed run restores the last checkpoint at epoch 0, replays the records between it
-    // and the last snapshot in epoch 1 without writing, and goes on from epoch 2.
-    let live_from = if resume.is_some() { 2 } else { 0 };
-    warehouse.set_live_from(live_from);
-    if let Some(point) = &resume {
-        let replay: i64 = plans.iter().map(SourcePlan::replay_records).sum();
-        eprintln!(
-            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} records to replay",
-            point.last_snapshot,
-            point
-                .checkpoint
-                .as_ref()
-                .map_or("the beginning of every partition".to_owned(), |c| format!(
-                    "the checkpoint of snapshot {}",
-                    c.snapshot_id
-                )),
-            point.checkpoint.as_ref().map_or(0, |c| c.state.len()),
-        );
-    }
-    let checkpoints = CheckpointSchedule {
-        every: config.warehouse.checkpoint_every(),
-        first: live_from,
+    // Process 0 alone opens the warehouse and decides where every source starts; the other
+    // processes of a cluster get that start from it once the cluster has formed.
+    let process = options.cluster.as_ref().map_or(0, |c| c.process);
+    let (warehouse, start, restored_state) = if process == 0 {
+        let prepared = prepare(pipeline, &control)?;
+        (Some(prepared.0), Some(prepared.1), prepared.2)
+    } else {
+        (None, None, Vec::new())
     };
-    let restored = resume.as_ref().map(|point| {
-        let checkpoint = point.checkpoint.clone().unwrap_or_default();
-        let clocks = (0..config.sources.len())
-            .map(|index| SourceClock {
-                max_event_times: checkpoint
-                    .positions
-                    .iter()
-                    .filter(|((source, _), _)| *source == index)
-                    .filter_map(|((_, partition), (_, max))| max.map(|m| (*partition, m)))
-                    .collect(),
-                watermark: checkpoint
-                    .watermarks
-                    .get(&index)
-                    .copied()
-                    .unwrap_or(i64::MIN),
-            })
-            .collect::<Vec<_>>();
-        (clocks, checkpoint.state)
-    });
-
     let workers = options.workers.max(1);
-    let warehouse_slot = Arc::new(Mutex::new(Some(warehouse)));
+    let warehouse_slot = Arc::new(Mutex::new(warehouse));
     let writer = Arc::new(WriterState::default());
     let snapshot_interval = config.warehouse.snapshot_interval.0;
-    let progress_line = options.progress.then(|| {
+    let checkpoint_every = config.warehouse.checkpoint_every();
+    // The progress line counts committed records: only the writer process knows them.
+    let progress_line = (options.progress && process == 0).then(|| {
         ProgressLine::start(
             Arc::clone(&control),
             Arc::clone(&writer.snapshots),
@@ -191,7 +123,11 @@ pub fn run(
         )
     });
 
-    let worker_pipeline = Arc::new((pipeline.clone(), plans, restored));
+    let worker_pipeline = Arc::new((pipeline.clone(), start, restored_state));
+    let exit_at_end = options.exit_at_end;
+    let cluster = options.cluster.clone();
+    let connected = cluster.as_ref().map(connect_watchdog);
+    let in_cluster = cluster.is_some();
     let worker_control = Arc::clone(&control);
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
@@ -202,7 +138,11 @@ pub fn run(
         .iter()
         .map(|_| SharedClock::default())
         .collect();
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let config = timely_config(workers, cluster.as_ref());
+    let guards = timely::execute(config, move |worker| {
+        if let Some(connected) = &connected {
+            connected.store(true, Ordering::SeqCst);
+        }
         let mut warehouse = if worker.index() == WRITER_WORKER {
             warehouse_slot
                 .lock()
@@ -214,22 +154,33 @@ pub fn run(
         let control = Arc::clone(&worker_control);
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
-        let (pipeline, plans, restored) = &*worker_pipeline;
+        let (pipeline, start, restored_state) = &*worker_pipeline;
+        let start = share_start(worker, start.as_ref().filter(|_| worker.index() == 0));
+        if exit_at_end {
+            for plan in &start.plans {
+                control.set_end_offsets(&plan.topic, plan.high_watermarks.clone());
+            }
+        }
+        let plans = &start.plans;
         let clocks = process_clocks.clone();
         let durability = Durability {
             clocks: clocks.clone(),
-            checkpoints: Some(checkpoints),
-            restore: restored.as_ref().map(|(clocks, state)| {
-                // This worker's share; the arrangements route every entry by its key.
-                let mut share: BTreeMap<usize, Vec<StateEntry>> = BTreeMap::new();
-                for (arrangement, entry) in
-                    state.iter().skip(worker.index()).step_by(worker.peers())
-                {
-                    share.entry(*arrangement).or_default().push(entry.clone());
+            checkpoints: Some(CheckpointSchedule {
+                every: checkpoint_every,
+                first: start.live_from,
+            }),
+            restore: start.clocks.as_ref().map(|clocks| {
+                // Worker 0 (in the writer process, which read it) brings in the whole state;
+                // the arrangements route every entry to its key's worker.
+                let mut state: BTreeMap<usize, Vec<StateEntry>> = BTreeMap::new();
+                if worker.index() == 0 {
+                    for (arrangement, entry) in restored_state {
+                        state.entry(*arrangement).or_default().push(entry.clone());
+                    }
                 }
                 Restore {
                     clocks: clocks.clone(),
-                    state: share,
+                    state,
                 }
             }),
         };
@@ -300,14 +251,27 @@ pub fn run(
                 }
             });
         });
-        while worker.step_or_park(Some(Duration::from_millis(10))) {}
+        if cluster.is_some() {
+            relay_stops(worker, Arc::clone(&worker_control), processed.clone());
+        }
+        run_to_completion(worker)
     })
-    .map_err(EngineError::Worker)?;
+    .map_err(|error| match in_cluster {
+        // Typically a port of the hostfile that this host cannot listen on.
+        true => EngineError::Cluster(format!("could not start this process: {error}")),
+        false => EngineError::Worker(error),
+    })?;
 
-    let worker_results = guards.join();
+    // In a cluster, timely's network threads panic when a peer goes away, and joining them
+    // (inside `join`) panics again: that, too, means a lost peer.
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
     drop(progress_line);
+    let worker_results = joined.map_err(|_| EngineError::PeerLost)?;
     for result in worker_results {
-        result.map_err(EngineError::Worker)?;
+        // `Err`: a panic `run_to_completion` did not catch (its text is lost by then).
+        result
+            .map_err(EngineError::Worker)?
+            .map_err(worker_failure)?;
     }
     if let Some(error) = writer
         .failure
@@ -328,4 +292,126 @@ pub fn run(
         snapshots: writer.snapshots.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
+}
+
+/// The writer process's pre-flight: opens the warehouse (nothing is consumed if it cannot be
+/// written), reads where the last run stopped, and plans every source (checking Kafka). Returns
+/// the warehouse, the start every process builds its dataflow from, and the checkpoint's state.
+fn prepare(
+    pipeline: &Pipeline,
+    control: &SourceControl,
+) -> Result<(Warehouse, Start, Vec<(usize, StateEntry)>), EngineError> {
+    let config = &pipeline.config;
+    let mut warehouse = Warehouse::open(
+        &config.warehouse.path,
+        &pipeline.views,
+        &pipeline.source_infos(),
+        &pipeline.definition(),
+    )?;
+    let resume = warehouse.resume_point().cloned();
+    let mut plans = Vec::new();
+    for (index, source) in config.sources.iter().enumerate() {
+        let mut plan = SourcePlan::prepare(&source.kafka())?;
+        match &resume {
+            Some(point) => {
+                let from = point
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| offsets_of(&c.positions, index))
+                    .unwrap_or_default();
+                let skipped = plan.resume(
+                    &from,
+                    &offsets_of(&point.committed, index),
+                    source.offset_reset,
+                )?;
+                for skipped in skipped {
+                    eprintln!("tidewater: warning: {skipped}");
+                    control.record_skipped(skipped);
+                }
+            }
+            None => {
+                for (partition, earliest) in plan.unretained() {
+                    eprintln!(
+                        "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
+                        plan.topic
+                    );
+                }
+            }
+        }
+        plans.push(plan);
+    }
+    // A resumed run restores the last checkpoint at epoch 0, replays the records between it
+    // and the last snapshot in epoch 1 without writing, and goes on from epoch 2.
+    let live_from = if resume.is_some() { 2 } else { 0 };
+    warehouse.set_live_from(live_from);
+    if let Some(point) = &resume {
+        let replay: i64 = plans.iter().map(SourcePlan::replay_records).sum();
+        eprintln!(
+            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} records to replay",
+            point.last_snapshot,
+            point
+                .checkpoint
+                .as_ref()
+                .map_or("the beginning of every partition".to_owned(), |c| format!(
+                    "the checkpoint of snapshot {}",
+                    c.snapshot_id
+                )),
+            point.checkpoint.as_ref().map_or(0, |c| c.state.len()),
+        );
+    }
+    let restored = resume.as_ref().map(|point| {
+        let checkpoint = point.checkpoint.clone().unwrap_or_default();
+        let clocks = (0..config.sources.len())
+            .map(|index| SourceClock {
+                max_event_times: checkpoint
+                    .positions
+                    .iter()
+                    .filter(|((source, _), _)| *source == index)
+                    .filter_map(|((_, partition), (_, max))| max.map(|m| (*partition, m)))
+                    .collect(),
+                watermark: checkpoint
+                    .watermarks
+                    .get(&index)
+                    .copied()
+                    .unwrap_or(i64::MIN),
+            })
+            .collect::<Vec<_>>();
+        (clocks, checkpoint.state)
+    });
+    let (clocks, state) = match restored {
+        Some((clocks, state)) => (Some(clocks), state),
+        None => (None, Vec::new()),
+    };
+    let start = Start {
+        plans,
+        clocks,
+        live_from,
+    };
+    Ok((warehouse, start, state))
+}
+
+/// Steps the worker until all its dataflows are complete. A panic while stepping comes back
+/// as its text (timely's join would reduce it to "Any { .. }").
+fn run_to_completion(worker: &mut timely::worker::Worker) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while worker.step_or_park(Some(Duration::from_millis(10))) {}
+    }))
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a worker panicked".to_owned())
+    })
+}
+
+/// A worker's panic as an error; timely's own words when a peer process went away.
+fn worker_failure(panic: String) -> EngineError {
+    // timely_communication panics with "timely communication error: ..." in the thread that
+    // lost the connection, and its workers then find their channels poisoned.
+    if panic.contains("timely communication error") || panic.contains("MergeQueue poisoned") {
+        EngineError::PeerLost
+    } else {
+        EngineError::Worker(panic)
+    }
 }

@@ -14,4 +14,10 @@ pub enum EngineError {
     Sink(#[from] SinkError),
     #[error("worker failed: {0}")]
     Worker(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// A peer process went away (killed, crashed, or its host unreachable): timely cannot go
+    /// on without it, so the whole cluster stops; a restart resumes from the last snapshot.
+    #[error("lost the connection to a peer process; the cluster stops (restart it to resume from the last snapshot)")]
+    PeerLost,
 }

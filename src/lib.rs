@@ -6,9 +6,11 @@
 //! aggregates, finalization and snapshots (`tidewater_dataflows::graph::build_views`) → DuckDB
 //! (`tidewater_sinks`). This crate reads the pipeline file and wires the steps together.
 
+pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod launcher;
 pub mod pipeline;
 pub mod progress;
 

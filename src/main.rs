@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use tidewater::cluster::ClusterOptions;
 use tidewater::demo::{print_sample_query, run_demo, DemoOptions, TURNSTILE_PIPELINE};
+use tidewater::launcher::{launch, LaunchOptions};
 use tidewater::{run, Pipeline, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
@@ -32,6 +34,8 @@ enum Command {
     Produce(ProduceArgs),
     /// Run a pipeline: Kafka topics → windowed aggregates → DuckDB snapshots.
     Run(RunArgs),
+    /// Run a pipeline as N processes on this machine (loopback ports, merged logs).
+    Cluster(ClusterArgs),
     /// Check a pipeline file without running it, and print its views with their table schemas.
     Check(CheckArgs),
     /// Embedded broker + generated readings + the pipeline on all cores, then a sample query.
@@ -97,6 +101,34 @@ struct RunArgs {
     /// Stop after reading up to the end of the topic as it is at start, with a final snapshot.
     #[arg(long)]
     exit_at_end: bool,
+    /// Processes in the cluster (each runs `--workers` threads); needs --hostfile when > 1.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index, 0 to processes-1; process 0 writes the warehouse.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// One `host:port` per line for each process, in process order (the same file everywhere).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+    /// Seconds to wait for every process of the cluster to connect.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout: u64,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// The pipeline file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Processes to start.
+    #[arg(long, default_value_t = 2)]
+    processes: usize,
+    /// Worker threads per process.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Stop after reading up to the end of the topic as it is at start, with a final snapshot.
+    #[arg(long)]
+    exit_at_end: bool,
 }
 
 #[derive(Args)]
@@ -130,10 +162,38 @@ struct DemoArgs {
 }
 
 fn main() {
+    quiet_peer_panics();
     if let Err(error) = dispatch(Cli::parse()) {
         eprintln!("tidewater: error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// When a peer process of a cluster goes away, timely panics its network thread ("timely
+/// communication error: ...") and then every worker ("MergeQueue poisoned.") and the join of
+/// its threads ("Send thread panic"); the run ends with one clear error. Print the cause in one line instead of a panic report per thread.
+fn quiet_peer_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("timely communication error") {
+            eprintln!("tidewater: {text}");
+        } else if ![
+            "MergeQueue poisoned",
+            "Send thread panic",
+            "Recv thread panic",
+        ]
+        .iter()
+        .any(|quiet| text.starts_with(quiet))
+        {
+            default(info);
+        }
+    }));
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -141,6 +201,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Broker(args) => broker(args),
         Command::Produce(args) => produce(args),
         Command::Run(args) => run_pipeline(args),
+        Command::Cluster(args) => cluster(args),
         Command::Check(args) => check(args),
         Command::Demo(args) => demo(args),
         Command::Query(args) => query(args),
@@ -282,10 +343,34 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         pipeline.config.warehouse.path.display(),
         workers
     );
+    let cluster = match (args.processes, &args.hostfile) {
+        (1, None) => None,
+        (_, None) => bail!("--processes {} needs --hostfile", args.processes),
+        (processes, Some(hostfile)) => Some(ClusterOptions::from_hostfile(
+            hostfile,
+            processes,
+            args.process,
+            Duration::from_secs(args.connect_timeout),
+        )?),
+    };
+    if let Some(cluster) = &cluster {
+        eprintln!(
+            "tidewater run: process {} of {} ({}), {}",
+            cluster.process,
+            cluster.addresses.len(),
+            cluster.addresses[cluster.process],
+            if cluster.process == 0 {
+                "the warehouse writer"
+            } else {
+                "not writing the warehouse"
+            }
+        );
+    }
     let options = RunOptions {
         workers,
         exit_at_end: args.exit_at_end,
         progress: true,
+        cluster,
         on_commit: None,
     };
     let summary = run(&pipeline, options, Arc::clone(&control))?;
@@ -304,6 +389,47 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         summary.snapshots
     );
     Ok(())
+}
+
+fn cluster(args: ClusterArgs) -> Result<()> {
+    if args.processes == 0 || args.workers == 0 {
+        bail!("--processes and --workers must be at least 1");
+    }
+    // Checked here once, so that a bad file is one error rather than one per process.
+    Pipeline::load(&args.config)?;
+    let hostfile = tempfile_path("tidewater-hosts");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kill = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The first Ctrl-C/SIGTERM stops the cluster cleanly, a second one kills it.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let (first, second) = (Arc::clone(&stop), Arc::clone(&kill));
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if first.swap(true, Ordering::SeqCst) {
+                second.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    let options = LaunchOptions {
+        processes: args.processes,
+        workers: args.workers,
+        config: args.config,
+        exit_at_end: args.exit_at_end,
+        hostfile: hostfile.clone(),
+    };
+    let result = launch(&options, stop, kill);
+    let _ = std::fs::remove_file(&hostfile);
+    result?;
+    eprintln!("tidewater cluster: every process finished");
+    Ok(())
+}
+
+/// A fresh path in the temporary directory, unique to this process.
+fn tempfile_path(stem: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{stem}-{}.txt", std::process::id()))
 }
 
 fn demo(args: DemoArgs) -> Result<()> {

@@ -108,6 +108,7 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
             workers,
             exit_at_end: false,
             progress: false,
+            cluster: None,
             on_commit: Some(hook),
         };
         let source = config.config.sources[0].kafka();

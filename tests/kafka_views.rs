@@ -185,6 +185,7 @@ fn json_and_csv_sources_through_kafka_equal_the_model_at_every_snapshot() {
             workers,
             exit_at_end: false,
             progress: false,
+            cluster: None,
             on_commit: Some(hook),
         };
         let sources: Vec<_> = pipeline.config.sources.iter().map(|s| s.kafka()).collect();
@@ -302,6 +303,7 @@ fn idle_partitions_let_windows_close_and_their_late_records_go_to_late() {
             workers: 2,
             exit_at_end: false,
             progress: false,
+            cluster: None,
             on_commit: Some(hook),
         };
         let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));
@@ -467,6 +469,7 @@ fn a_partition_at_its_end_holds_nobody_back_and_alignment_changes_no_result() {
         workers: 2,
         exit_at_end: true,
         progress: false,
+        cluster: None,
         on_commit: Some(hook),
     };
     let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));

@@ -364,6 +364,7 @@ pub fn to_the_end(
         workers,
         exit_at_end: true,
         progress: false,
+        cluster: None,
         on_commit,
     }
 }

@@ -15,8 +15,9 @@ use crate::error::ConnectorError;
 /// unreachable.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where each partition of the topic starts, decided before the dataflow is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where each partition of the topic starts, decided before the dataflow is built (by the
+/// writer process, which sends it to the others of a cluster).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourcePlan {
     pub topic: String,
     /// Partition → first offset to read.

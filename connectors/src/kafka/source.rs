@@ -116,6 +116,15 @@ impl SourceControl {
         self.request_stop();
     }
 
+    /// The first fatal error, as text, without taking it.
+    pub fn failure_text(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(ToString::to_string)
+    }
+
     pub fn take_failure(&self) -> Option<ConnectorError> {
         self.failure
             .lock()

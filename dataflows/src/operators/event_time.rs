@@ -39,7 +39,7 @@ impl WatermarkConfig {
 
 /// Where a source's event time stood at a checkpoint; a resumed run starts from it, so that
 /// lateness after a restart is decided exactly as without the restart.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceClock {
     /// Partition → largest event time read so far.
     pub max_event_times: BTreeMap<i32, EventTime>,
