@@ -294,13 +294,16 @@ pub fn run(
     })
 }
 
+/// A checkpoint's arrangement contents: (arrangement index, entry).
+type RestoredState = Vec<(usize, StateEntry)>;
+
 /// The writer process's pre-flight: opens the warehouse (nothing is consumed if it cannot be
 /// written), reads where the last run stopped, and plans every source (checking Kafka). Returns
 /// the warehouse, the start every process builds its dataflow from, and the checkpoint's state.
 fn prepare(
     pipeline: &Pipeline,
     control: &SourceControl,
-) -> Result<(Warehouse, Start, Vec<(usize, StateEntry)>), EngineError> {
+) -> Result<(Warehouse, Start, RestoredState), EngineError> {
     let config = &pipeline.config;
     let mut warehouse = Warehouse::open(
         &config.warehouse.path,

@@ -234,8 +234,8 @@ fn kill_9_of_either_process_loses_and_doubles_nothing() {
                 continue;
             }
         }
-        for p in 0..2 {
-            let status = wait_at_most(&mut children[p], Duration::from_secs(120));
+        for (p, child) in children.iter_mut().enumerate() {
+            let status = wait_at_most(child, Duration::from_secs(120));
             assert!(
                 status.is_some_and(|s| s.success()),
                 "attempt {attempt}: process {p} failed or took over 120 s:\n{}",

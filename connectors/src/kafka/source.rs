@@ -250,7 +250,7 @@ impl PartitionReader {
         if let Some(replay) = self.replay.as_mut() {
             if record.offset >= replay.until.get(&partition).copied().unwrap_or(0) {
                 replay.held.push(record);
-                replay.pause(&self.consumer, &config.topic, partition);
+                replay.done.insert(partition);
                 return Accepted::Held;
             }
         }
@@ -294,16 +294,11 @@ fn align_partitions(state: &mut PartitionReader, alignment: &Alignment) {
     }
 }
 
-fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(topic, partition);
-    list
-}
-
 /// A restart's replay: epoch 0 reports where the replay starts (the checkpoint), epoch 1 holds
 /// exactly the records up to the last snapshot's offsets, and the run goes on from epoch 2. A
-/// partition that reaches its end is paused; records past the end that were already fetched
-/// wait in `held` for epoch 2.
+/// partition that reaches its end is no longer polled (its fetched records wait in its
+/// librdkafka queue; no pause, whose purge and refetch could skip records); the one record per
+/// partition that was taken past the end waits in `held` for epoch 2.
 struct Replay {
     until: BTreeMap<i32, i64>,
     started: bool,
@@ -312,30 +307,12 @@ struct Replay {
 }
 
 impl Replay {
-    /// Marks partitions whose position reached their end, pausing them.
-    fn mark_done(
-        &mut self,
-        consumer: &BaseConsumer,
-        topic: &str,
-        positions: &BTreeMap<i32, PartitionPosition>,
-    ) {
-        let reached: Vec<i32> = positions
-            .iter()
-            .filter(|(p, pos)| {
-                !self.done.contains(p) && pos.next_offset >= self.until.get(p).copied().unwrap_or(0)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for partition in reached {
-            self.pause(consumer, topic, partition);
-        }
-    }
-
-    fn pause(&mut self, consumer: &BaseConsumer, topic: &str, partition: i32) {
-        if self.done.insert(partition) {
-            // Without the pause the held records could grow to the whole topic; if it fails,
-            // records are still held correctly, only more of them.
-            let _ = consumer.pause(&one_partition(topic, partition));
+    /// Marks partitions whose position reached their end.
+    fn mark_done(&mut self, positions: &BTreeMap<i32, PartitionPosition>) {
+        for (partition, position) in positions {
+            if position.next_offset >= self.until.get(partition).copied().unwrap_or(0) {
+                self.done.insert(*partition);
+            }
         }
     }
 }
@@ -493,7 +470,13 @@ pub fn kafka_source<'scope>(
                 let share = (poll_batch / readable.len().max(1)).max(1);
                 for partition in readable {
                     let mut taken = 0;
-                    while healthy && taken < share {
+                    while healthy
+                        && taken < share
+                        && state
+                            .replay
+                            .as_ref()
+                            .is_none_or(|r| !r.done.contains(&partition))
+                    {
                         let Some(item) = state.queues[&partition]
                             .poll(Duration::ZERO)
                             .map(Polled::from)
@@ -511,7 +494,7 @@ pub fn kafka_source<'scope>(
             }
 
             if let Some(replay) = state.replay.as_mut() {
-                replay.mark_done(&state.consumer, &source_config.topic, &state.positions);
+                replay.mark_done(&state.positions);
             }
             let replay_done = state
                 .replay
@@ -543,7 +526,7 @@ pub fn kafka_source<'scope>(
                 state.progress_cap.downgrade(&next);
                 state.epoch_deadline = now + snapshot_interval;
                 if let Some(replay) = state.replay.take() {
-                    end_replay(state, replay, &mut records_output, &source_config.topic);
+                    end_replay(state, replay, &mut records_output);
                 }
             }
             if polled >= poll_batch / 2 {
@@ -558,13 +541,12 @@ pub fn kafka_source<'scope>(
     (records, progress)
 }
 
-/// After the replay epoch: the records fetched past the replay's end open the next epoch, and
-/// the paused partitions are resumed.
+/// After the replay epoch: the records taken past the replay's end open the next epoch, and
+/// every partition is polled again.
 fn end_replay(
     state: &mut PartitionReader,
     replay: Replay,
     records_output: &mut OutputBuilder<Epoch, CapacityContainerBuilder<Vec<RawRecord>>>,
-    topic: &str,
 ) {
     let mut output = records_output.activate();
     let mut session = output.session(&state.records_cap);
@@ -574,13 +556,6 @@ fn end_replay(
             position.records_in_epoch += 1;
             session.give(record);
         }
-    }
-    let mut list = TopicPartitionList::new();
-    for partition in &replay.done {
-        list.add_partition(topic, *partition);
-    }
-    if let Err(error) = state.consumer.resume(&list) {
-        eprintln!("tidewater: warning: resuming partitions of `{topic}` after the replay: {error}");
     }
 }
 
