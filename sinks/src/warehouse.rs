@@ -92,6 +92,10 @@ pub struct Warehouse {
     live_from: u64,
     /// Snapshots committed by this writer.
     commits: u64,
+    /// The positions of the last committed snapshot: no snapshot may go back behind them.
+    committed_offsets: BTreeMap<(usize, i32), (i64, Option<i64>)>,
+    /// Set when a snapshot would have gone back (see `commit`): nothing more is written.
+    behind: bool,
     /// Whether a snapshot was committed since the last checkpoint.
     changed_since_checkpoint: bool,
     /// Offset ranges skipped under an `offset_reset` policy, for the next snapshot's record.
@@ -196,6 +200,8 @@ impl Warehouse {
             views: views.to_vec(),
             sources: sources.to_vec(),
             next_snapshot_id,
+            committed_offsets: offsets.clone(),
+            behind: false,
             offsets,
             watermarks,
             resume,
@@ -256,6 +262,27 @@ impl Warehouse {
             self.watermarks = watermarks;
             return Ok(None);
         }
+        // A worker stopped (Ctrl-C, SIGTERM, a fatal error) in the middle of a restart's replay
+        // reports positions behind the last snapshot; a later epoch of the other workers must
+        // not be committed with them, or the next start would read those records again as new.
+        let went_back = offsets.iter().find(|(key, (offset, _))| {
+            self.committed_offsets
+                .get(key)
+                .is_some_and(|(committed, _)| offset < committed)
+        });
+        if let Some(((source, partition), (offset, _))) = went_back {
+            if !self.behind {
+                eprintln!(
+                    "tidewater: stopped before the replay caught up (partition {partition} of `{}` at offset {offset}): nothing more is committed; the next start resumes from snapshot {}",
+                    self.sources[*source].topic,
+                    self.next_snapshot_id - 1
+                );
+            }
+            self.behind = true;
+        }
+        if self.behind {
+            return Ok(None);
+        }
         let info = CommitInfo {
             snapshot_id: self.next_snapshot_id,
             epoch: snapshot.epoch,
@@ -276,6 +303,7 @@ impl Warehouse {
         self.commits += 1;
         self.changed_since_checkpoint = snapshot.checkpoint.is_none();
         self.skipped.clear();
+        self.committed_offsets = offsets.clone();
         self.offsets = offsets;
         self.watermarks = watermarks;
         Ok(Some(info))

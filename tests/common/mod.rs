@@ -345,8 +345,16 @@ pub fn assert_same_contents(
             eprintln!("{context}: rows per table: {}", counts.join(", "));
             let missing: Vec<_> = rows.iter().filter(|r| !found.contains(r)).take(3).collect();
             let extra: Vec<_> = found.iter().filter(|r| !rows.contains(r)).take(3).collect();
+            // Rows are sorted: equal neighbours are rows found more often than expected.
+            let repeated: Vec<_> = found
+                .windows(2)
+                .filter(|pair| pair[0] == pair[1])
+                .filter(|pair| rows.iter().filter(|r| **r == pair[0]).count() < 2)
+                .map(|pair| &pair[0])
+                .take(5)
+                .collect();
             panic!(
-                "{context}: table {table} has {} rows, {} expected\n expected, not found: {missing:#?}\n found, not expected: {extra:#?}",
+                "{context}: table {table} has {} rows, {} expected\n expected, not found: {missing:#?}\n found, not expected: {extra:#?}\n found more often than expected: {repeated:#?}",
                 found.len(),
                 rows.len()
             );
