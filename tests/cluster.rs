@@ -257,3 +257,64 @@ fn kill_9_of_either_process_loses_and_doubles_nothing() {
         &format!("after killing processes {kills:?}"),
     );
 }
+
+/// `tidewater cluster` forwards one SIGTERM to its processes: each stops cleanly, the last
+/// snapshot commits, and the launcher exits 0; a restart goes on to the end and ends equal to
+/// an uninterrupted run.
+#[test]
+fn sigterm_to_the_launcher_stops_every_process_cleanly() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("launcher", 4).unwrap();
+    let messages = produce_turnstile_topic(&brokers, "launcher", 20_000, 23);
+    let dir = tempfile::tempdir().unwrap();
+    let (records_in, expected) = uninterrupted_contents(&brokers, "launcher", dir.path());
+    assert_eq!(records_in, messages as u64);
+    let (config, warehouse) = write_pipeline(dir.path(), &brokers, "launcher", "launcher");
+    let launch = |live: bool, log: &Path| {
+        let mut command = tidewater();
+        command
+            .args(["cluster", "--config", config.to_str().unwrap()])
+            .args(["--processes", "2", "--workers", "1"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        if !live {
+            command.arg("--exit-at-end");
+        }
+        command.spawn().unwrap()
+    };
+    let log = dir.path().join("live.log");
+    let mut cluster = launch(true, &log);
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("records committed")
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = cluster.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = wait_at_most(&mut cluster, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{text}");
+    for process in 0..2 {
+        assert!(
+            text.contains(&format!("[p{process}] tidewater run: stopped")),
+            "process {process} did not stop cleanly:\n{text}"
+        );
+    }
+    let finish_log = dir.path().join("finish.log");
+    let mut finish = launch(false, &finish_log);
+    let status = wait_at_most(&mut finish, Duration::from_secs(120));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{}",
+        std::fs::read_to_string(&finish_log).unwrap()
+    );
+    assert_same_contents(
+        &warehouse_contents(&warehouse),
+        &expected,
+        "stopped by SIGTERM, then run to the end",
+    );
+}
