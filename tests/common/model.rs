@@ -163,6 +163,7 @@ impl ModelView {
                 "key" => Cell::Str(r.key.clone()),
                 "flag" => Cell::Bool(r.flag),
                 "sub" => Cell::Int(r.sub as i128),
+                "value" => r.value.map_or(Cell::Null, |v| Cell::Int(v as i128)),
                 other => panic!("model has no group field {other}"),
             })
             .collect()
@@ -253,6 +254,17 @@ pub fn views(lateness: i64) -> Vec<ModelView> {
             emit_final: true,
             filtered: true,
             aggregates: vec![Agg::Count, Agg::SumValue, Agg::DistinctSub],
+        },
+        // Grouped by a nullable field: NULL is a group of its own, and the writer must replace
+        // its rows (`IS NOT DISTINCT FROM`) rather than add new ones.
+        ModelView {
+            name: "by_value",
+            group_by: &["value"],
+            window: Window::Tumbling(10 * SECOND),
+            lateness,
+            emit_final: false,
+            filtered: false,
+            aggregates: vec![Agg::Count, Agg::MaxScore],
         },
         ModelView {
             name: "sessions",
