@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tidewater_connectors::EmbeddedBroker;
@@ -45,20 +45,6 @@ fn spawn_run(config: &Path, log: &Path, fault: Option<u64>) -> Child {
         command.env("TIDEWATER_FAULT_ABORT_IN_COMMIT", n.to_string());
     }
     command.spawn().unwrap()
-}
-
-/// Waits for the child at most `limit`; `None` if it is still running.
-fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -91,6 +91,23 @@ fn views_of(origin: Origin, lateness: i64) -> Vec<ModelView> {
         .collect()
 }
 
+/// Checks made inside a commit hook and the messages of those that failed: a failed check is
+/// recorded rather than panicking on the writer's thread (which would stop the engine).
+type Checks = Mutex<(usize, Vec<String>)>;
+
+fn record_check(checks: &Checks, check: impl FnOnce()) {
+    let outcome = catch_unwind(AssertUnwindSafe(check));
+    let mut checks = checks.lock().unwrap();
+    checks.0 += 1;
+    if let Err(panic) = outcome {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "a check panicked".to_owned());
+        checks.1.push(message);
+    }
+}
+
 fn two_source_pipeline(
     brokers: &str,
     warehouse: &std::path::Path,
@@ -164,18 +181,9 @@ fn json_and_csv_sources_through_kafka_equal_the_model_at_every_snapshot() {
                 let previous = known.entry(origin.source).or_insert(i64::MIN);
                 *previous = next_watermark(*previous, &hook_partitions, &offsets, ooo);
                 let expected = expected(views, &hook_partitions, &offsets, ooo, *previous);
-                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                record_check(&hook_checked, || {
                     assert_snapshot_matches(conn, info.snapshot_id, &expected, stored, topic)
-                }));
-                let mut checked = hook_checked.lock().unwrap();
-                checked.0 += 1;
-                if let Err(panic) = outcome {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .unwrap_or_else(|| "a check panicked".to_owned());
-                    checked.1.push(message);
-                }
+                });
             }
         });
 
@@ -450,18 +458,9 @@ fn a_partition_at_its_end_holds_nobody_back_and_alignment_changes_no_result() {
         let mut previous = watermark.lock().unwrap();
         *previous = next_watermark(*previous, &hook_partitions, &offsets, ooo);
         let expected = expected(&model, &hook_partitions, &offsets, ooo, *previous);
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        record_check(&hook_checked, || {
             assert_snapshot_matches(conn, info.snapshot_id, &expected, stored, topic)
-        }));
-        let mut checked = hook_checked.lock().unwrap();
-        checked.0 += 1;
-        if let Err(panic) = outcome {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_else(|| "a check panicked".to_owned());
-            checked.1.push(message);
-        }
+        });
     });
     let control = SourceControl::new();
     let engine_control = Arc::clone(&control);
