@@ -190,3 +190,39 @@ pub fn relay_stops(worker: &mut Worker, control: Arc<SourceControl>, finished: P
         });
     });
 }
+
+/// The text of a panic's payload (`panic!` gives a `String` or a `&str`).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
+/// How timely's panics read when a peer process goes away: the network thread that lost the
+/// connection panics with the cause, then every worker finds its channels poisoned, and the
+/// join of the network threads panics again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostPeerPanic {
+    /// "timely communication error: ...": says what happened.
+    Cause,
+    /// A consequence of the cause, saying nothing new.
+    Echo,
+}
+
+pub fn lost_peer_panic(text: &str) -> Option<LostPeerPanic> {
+    if text.starts_with("timely communication error") {
+        Some(LostPeerPanic::Cause)
+    } else if [
+        "MergeQueue poisoned",
+        "Send thread panic",
+        "Recv thread panic",
+    ]
+    .iter()
+    .any(|echo| text.starts_with(echo))
+    {
+        Some(LostPeerPanic::Echo)
+    } else {
+        None
+    }
+}

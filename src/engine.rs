@@ -18,7 +18,8 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
 use crate::cluster::{
-    connect_watchdog, relay_stops, share_start, timely_config, ClusterOptions, Start,
+    connect_watchdog, lost_peer_panic, panic_text, relay_stops, share_start, timely_config,
+    ClusterOptions, Start,
 };
 use crate::error::EngineError;
 use crate::pipeline::Pipeline;
@@ -400,21 +401,16 @@ fn run_to_completion(worker: &mut timely::worker::Worker) -> Result<(), String> 
         while worker.step_or_park(Some(Duration::from_millis(10))) {}
     }))
     .map_err(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "a worker panicked".to_owned())
+        panic_text(panic.as_ref())
+            .unwrap_or("a worker panicked")
+            .to_owned()
     })
 }
 
 /// A worker's panic as an error; timely's own words when a peer process went away.
 fn worker_failure(panic: String) -> EngineError {
-    // timely_communication panics with "timely communication error: ..." in the thread that
-    // lost the connection, and its workers then find their channels poisoned.
-    if panic.contains("timely communication error") || panic.contains("MergeQueue poisoned") {
-        EngineError::PeerLost
-    } else {
-        EngineError::Worker(panic)
+    match lost_peer_panic(&panic) {
+        Some(_) => EngineError::PeerLost,
+        None => EngineError::Worker(panic),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use tidewater::cluster::ClusterOptions;
+use tidewater::cluster::{lost_peer_panic, panic_text, ClusterOptions, LostPeerPanic};
 use tidewater::demo::{print_sample_query, run_demo, DemoOptions, TURNSTILE_PIPELINE};
 use tidewater::launcher::{launch, LaunchOptions};
 use tidewater::{run, Pipeline, RunOptions};
@@ -169,29 +169,17 @@ fn main() {
     }
 }
 
-/// When a peer process of a cluster goes away, timely panics its network thread ("timely
-/// communication error: ...") and then every worker ("MergeQueue poisoned.") and the join of
-/// its threads ("Send thread panic"); the run ends with one clear error. Print the cause in one line instead of a panic report per thread.
+/// When a peer process of a cluster goes away, timely panics in several threads (see
+/// `LostPeerPanic`); the run ends with one clear error. Print the cause in one line instead of
+/// a panic report per thread.
 fn quiet_peer_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let text = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if text.starts_with("timely communication error") {
-            eprintln!("tidewater: {text}");
-        } else if ![
-            "MergeQueue poisoned",
-            "Send thread panic",
-            "Recv thread panic",
-        ]
-        .iter()
-        .any(|quiet| text.starts_with(quiet))
-        {
-            default(info);
+        let text = panic_text(info.payload()).unwrap_or("");
+        match lost_peer_panic(text) {
+            Some(LostPeerPanic::Cause) => eprintln!("tidewater: {text}"),
+            Some(LostPeerPanic::Echo) => {}
+            None => default(info),
         }
     }));
 }
