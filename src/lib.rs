@@ -6,6 +6,7 @@
 //! aggregates, finalization and snapshots (`tidewater_dataflows::graph::build_views`) → DuckDB
 //! (`tidewater_sinks`). This crate reads the pipeline file and wires the steps together.
 
+pub mod bench;
 pub mod cluster;
 pub mod demo;
 pub mod engine;

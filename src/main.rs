@@ -16,6 +16,12 @@ use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
 use tidewater_dataflows::decode::decode_reading;
 
+/// Records, rows and keys are many small allocations, freed on other worker threads after an
+/// exchange: mimalloc's per-thread free lists handle that far better than glibc's arenas
+/// (measured with `tidewater bench`; see the README's Performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tidewater: Kafka in, incrementally maintained windowed aggregates out, as consistent
 /// snapshots in a DuckDB warehouse file.
 #[derive(Parser)]
@@ -42,6 +48,51 @@ enum Command {
     Demo(DemoArgs),
     /// Run one SQL query on a warehouse file, opened read-only (not while an engine writes it).
     Query(QueryArgs),
+    /// Measure throughput: workloads x modes x processes x workers, each against the ceiling of
+    /// its input path; writes a table, JSON lines, a DuckDB results table and an SVG plot.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Workloads, comma-separated: station-hourly (one tumbling count/sum view), turnstile
+    /// (all views of the turnstile pipeline).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "station-hourly,turnstile"
+    )]
+    workloads: Vec<tidewater::bench::Workload>,
+    /// Modes, comma-separated: memory (generator into the dataflow, the engine's ceiling),
+    /// kafka (through the embedded broker, end to end into DuckDB).
+    #[arg(long, value_delimiter = ',', default_value = "memory,kafka")]
+    modes: Vec<tidewater::bench::Mode>,
+    /// Worker threads per process to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Processes to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    processes: Vec<usize>,
+    /// Events per configuration.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Seed of the generators.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Kafka mode: use this broker (e.g. tansu or Kafka at 127.0.0.1:9092, which must
+    /// auto-create topics) instead of the embedded one.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Kafka mode: seconds of paced producing (at half the measured rate) to measure
+    /// freshness; 0 skips it.
+    #[arg(long, default_value_t = 10.0)]
+    freshness_seconds: f64,
+    /// A smoke run in well under two minutes: 20,000 events, 2 s of freshness.
+    #[arg(long)]
+    quick: bool,
+    /// Directory of the result files (results.jsonl and results.duckdb are appended to).
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -193,7 +244,31 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => check(args),
         Command::Demo(args) => demo(args),
         Command::Query(args) => query(args),
+        Command::Bench(args) => bench(args),
     }
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let (events, freshness_seconds) = match args.quick {
+        true => (20_000, 2.0),
+        false => (args.events, args.freshness_seconds),
+    };
+    if args.workers.contains(&0) || args.processes.contains(&0) {
+        bail!("--workers and --processes must be at least 1");
+    }
+    let options = tidewater::bench::BenchOptions {
+        workloads: args.workloads,
+        modes: args.modes,
+        workers: args.workers,
+        processes: args.processes,
+        events,
+        seed: args.seed,
+        brokers: args.brokers,
+        freshness_seconds,
+        out: args.out,
+    };
+    tidewater::bench::run_bench(&options)?;
+    Ok(())
 }
 
 fn query(args: QueryArgs) -> Result<()> {

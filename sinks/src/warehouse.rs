@@ -57,6 +57,8 @@ pub struct CommitInfo {
     pub records_late: u64,
     pub rows_upserted: u64,
     pub rows_deleted: u64,
+    /// Wall time of the commit's transaction (writing the changes, bookkeeping and COMMIT).
+    pub duration: std::time::Duration,
 }
 
 /// A source as the warehouse records it.
@@ -283,7 +285,8 @@ impl Warehouse {
         if self.behind {
             return Ok(None);
         }
-        let info = CommitInfo {
+        let started = std::time::Instant::now();
+        let mut info = CommitInfo {
             snapshot_id: self.next_snapshot_id,
             epoch: snapshot.epoch,
             records_in: snapshot.records_in(),
@@ -291,6 +294,7 @@ impl Warehouse {
             records_late: snapshot.late.len() as u64,
             rows_upserted: snapshot.changes.iter().filter(|c| c.row.is_some()).count() as u64,
             rows_deleted: snapshot.changes.iter().filter(|c| c.row.is_none()).count() as u64,
+            duration: std::time::Duration::ZERO,
         };
         self.write(&info, snapshot, &offsets, &watermarks)
             .map_err(|e| SinkError::Commit {
@@ -299,6 +303,7 @@ impl Warehouse {
                 epoch: info.epoch,
                 detail: e.to_string(),
             })?;
+        info.duration = started.elapsed();
         self.next_snapshot_id += 1;
         self.commits += 1;
         self.changed_since_checkpoint = snapshot.checkpoint.is_none();

@@ -1,0 +1,320 @@
+//! `tidewater bench`: the project's own throughput harness.
+//!
+//! A sweep runs every (workload, mode, processes, workers) configuration in turn, each with its
+//! input path's ceiling measured in the same run, and reports events/s, events/s per core,
+//! MB/s, snapshot commit latency, freshness and peak memory: as a table, as JSON lines, as rows
+//! of `bench_results` in a DuckDB file, and as an SVG scaling plot.
+//!
+//! Modes (see each module): [`memory`] (generator straight into the dataflow: the engine's
+//! ceiling), [`kafka`] (through a broker, end to end into DuckDB).
+
+pub mod kafka;
+pub mod measure;
+pub mod memory;
+pub mod report;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidewater_connectors::EmbeddedBroker;
+
+use crate::demo::TURNSTILE_PIPELINE;
+use crate::error::EngineError;
+use crate::pipeline::Pipeline;
+use kafka::{Broker, KafkaBench};
+use measure::{available_cores, peak_rss_mib, reset_peak_rss, ProgressBar};
+use report::BenchResult;
+
+/// What is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// All views of the turnstile pipeline (`tidewater demo --print-pipeline`).
+    Turnstile,
+    /// Its `station_hourly` view alone: tumbling count and sums per key.
+    StationHourly,
+}
+
+impl Workload {
+    pub const ALL: &[Workload] = &[Workload::StationHourly, Workload::Turnstile];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Turnstile => "turnstile",
+            Workload::StationHourly => "station-hourly",
+        }
+    }
+
+    /// The pipeline of a turnstile workload.
+    fn pipeline(self) -> Pipeline {
+        let mut pipeline = Pipeline::from_toml(TURNSTILE_PIPELINE, "turnstile.toml")
+            .expect("the built-in pipeline is valid");
+        if self == Workload::StationHourly {
+            pipeline.config.views.retain(|v| v.name == "station_hourly");
+        }
+        Pipeline::new(pipeline.config).expect("a subset of a valid pipeline is valid")
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Workload::ALL
+            .iter()
+            .copied()
+            .find(|w| w.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                format!("unknown workload {text:?}; one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// Where the events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Generator straight into the dataflow, no warehouse: the engine's ceiling.
+    Memory,
+    /// Through a Kafka-protocol broker, end to end into DuckDB.
+    Kafka,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Memory => "memory",
+            Mode::Kafka => "kafka",
+        }
+    }
+}
+
+/// A whole sweep.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub workloads: Vec<Workload>,
+    pub modes: Vec<Mode>,
+    pub workers: Vec<usize>,
+    pub processes: Vec<usize>,
+    /// Events per configuration.
+    pub events: u64,
+    pub seed: u64,
+    /// Kafka mode: this broker instead of the embedded one.
+    pub brokers: Option<String>,
+    /// Kafka mode: seconds of paced producing to measure freshness (0: skip).
+    pub freshness_seconds: f64,
+    /// Results go here: `results.jsonl`, `results.duckdb`, `scaling.svg`.
+    pub out: PathBuf,
+}
+
+/// One configuration of a sweep.
+#[derive(Clone, Copy, Debug)]
+struct Configuration {
+    workload: Workload,
+    mode: Mode,
+    processes: usize,
+    workers: usize,
+}
+
+/// Runs the sweep, prints the table, and writes the result files. Returns the results.
+pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError> {
+    std::fs::create_dir_all(&options.out).map_err(|e| io_error(&options.out, e))?;
+    let run_started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let machine = machine_description();
+    eprintln!(
+        "tidewater bench: {machine}; {} events per configuration",
+        options.events
+    );
+    // One embedded broker serves the whole sweep (each configuration gets its own topics).
+    let broker = match (&options.brokers, options.modes.contains(&Mode::Kafka)) {
+        (Some(servers), _) => Some(Broker::External(servers.clone())),
+        (None, true) => Some(Broker::Embedded(EmbeddedBroker::start()?)),
+        (None, false) => None,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("tidewater-bench-")
+        .tempdir()
+        .map_err(|e| io_error(&std::env::temp_dir(), e))?;
+
+    let mut results = Vec::new();
+    for &workload in &options.workloads {
+        for &mode in &options.modes {
+            for &processes in &options.processes {
+                for &workers in &options.workers {
+                    let configuration = Configuration {
+                        workload,
+                        mode,
+                        processes,
+                        workers,
+                    };
+                    if processes > 1 {
+                        eprintln!(
+                            "tidewater bench: skipping {workload} {} with {processes} processes: multi-process sweeps are not built yet",
+                            mode.name()
+                        );
+                        continue;
+                    }
+                    let mut result =
+                        run_configuration(options, configuration, broker.as_ref(), scratch.path())?;
+                    result.run_started = run_started.clone();
+                    result.machine = machine.clone();
+                    eprint!(
+                        "{}",
+                        report::table(std::slice::from_ref(&result))
+                            .lines()
+                            .nth(1)
+                            .map(|l| format!("{l}\n"))
+                            .unwrap_or_default()
+                    );
+                    results.push(result);
+                }
+            }
+        }
+    }
+
+    println!("\n{}", report::table(&results));
+    let jsonl = options.out.join("results.jsonl");
+    report::append_jsonl(&jsonl, &results).map_err(|e| io_error(&jsonl, e))?;
+    let duckdb = options.out.join("results.duckdb");
+    report::append_duckdb(&duckdb, &results).map_err(|e| EngineError::Config {
+        path: duckdb.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let svg = options.out.join("scaling.svg");
+    let title = format!(
+        "Tidewater events/s, {} events per run, {machine}",
+        options.events
+    );
+    std::fs::write(&svg, report::scaling_svg(&results, &title)).map_err(|e| io_error(&svg, e))?;
+    println!(
+        "results: {} (JSON lines), {} (table bench_results), {} (plot)",
+        jsonl.display(),
+        duckdb.display(),
+        svg.display()
+    );
+    Ok(results)
+}
+
+fn run_configuration(
+    options: &BenchOptions,
+    configuration: Configuration,
+    broker: Option<&Broker>,
+    scratch: &std::path::Path,
+) -> Result<BenchResult, EngineError> {
+    let Configuration {
+        workload,
+        mode,
+        processes,
+        workers,
+    } = configuration;
+    let label = format!("{workload}-{}-{processes}x{workers}", mode.name());
+    let pipeline = workload.pipeline();
+    reset_peak_rss();
+    let mut result = BenchResult {
+        workload: workload.to_string(),
+        mode: mode.name().to_owned(),
+        processes,
+        workers,
+        ..BenchResult::default()
+    };
+    let (events, bytes, elapsed, ceiling) = match mode {
+        Mode::Memory => {
+            let done = Arc::new(AtomicU64::new(0));
+            let bar_done = Arc::clone(&done);
+            let bar = ProgressBar::start(label.clone(), options.events, move || {
+                bar_done.load(Ordering::Relaxed)
+            });
+            let run = memory::run_turnstile(
+                &pipeline,
+                options.events,
+                options.seed,
+                timely::Config::process(workers),
+                done,
+            )
+            .map_err(EngineError::Worker)?;
+            drop(bar);
+            let ceiling = memory::turnstile_ceiling(options.events, options.seed, workers).2;
+            result.snapshots = run.snapshots;
+            result.output_rows = run.output_rows;
+            result.freshness_p50_ms = run.freshness.percentile(50.0);
+            result.freshness_p99_ms = run.freshness.percentile(99.0);
+            result.note = "freshness: generated → in a complete snapshot (no commit)".into();
+            (run.events, run.payload_bytes, run.elapsed, ceiling)
+        }
+        Mode::Kafka => {
+            let broker = broker.expect("a broker is started for kafka mode");
+            let run = kafka::run_kafka(
+                &pipeline,
+                &KafkaBench {
+                    events: options.events,
+                    workers,
+                    seed: options.seed,
+                    freshness_seconds: options.freshness_seconds,
+                },
+                broker,
+                scratch,
+                &label,
+            )?;
+            result.snapshots = run.snapshots;
+            result.output_rows = run.output_rows;
+            result.commit_p50_ms = run.commits.percentile(50.0);
+            result.commit_p99_ms = run.commits.percentile(99.0);
+            result.commit_max_ms = run.commits.max();
+            result.freshness_p50_ms = run.freshness.percentile(50.0);
+            result.freshness_p99_ms = run.freshness.percentile(99.0);
+            result.note = format!(
+                "ceiling: rdkafka consume-and-discard; freshness: produce → committed, snapshot interval {} ms",
+                run.snapshot_interval.as_millis()
+            );
+            (run.events, run.payload_bytes, run.elapsed, run.ceiling)
+        }
+    };
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    result.events = events;
+    result.seconds = seconds;
+    result.events_per_s = events as f64 / seconds;
+    let cores = (processes * workers).min(available_cores()).max(1);
+    result.events_per_s_per_core = result.events_per_s / cores as f64;
+    result.mb_per_s = bytes as f64 / seconds / 1e6;
+    let ceiling_rate = events as f64 / ceiling.max(Duration::from_nanos(1)).as_secs_f64();
+    result.ceiling_events_per_s = Some(ceiling_rate);
+    result.ceiling_ratio = Some(result.events_per_s / ceiling_rate);
+    result.peak_rss_mib = peak_rss_mib();
+    Ok(result)
+}
+
+/// Cores, CPU model and memory, for the report.
+pub fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".to_owned(), |m| m.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(String::new(), |kib| {
+            format!(", {:.0} GiB", kib / 1024.0 / 1024.0)
+        });
+    format!("{} cores, {model}{memory_gib}", available_cores())
+}
+
+fn io_error(path: &std::path::Path, error: std::io::Error) -> EngineError {
+    EngineError::Config {
+        path: path.display().to_string(),
+        detail: error.to_string(),
+    }
+}
