@@ -201,6 +201,124 @@ fn compute_one(
     }
 }
 
+/// Whether an aggregate can be computed from per-epoch partial aggregates ([`partial_of`])
+/// exactly: counts, integer sums and averages (exact `i128` sums), minimum and maximum. Float
+/// sums are not (their rounding would depend on how records fall into epochs), nor is
+/// `count_distinct`.
+pub fn combinable(aggregate: &AggregateSpec) -> bool {
+    match aggregate.function {
+        AggregateFn::Count | AggregateFn::Min | AggregateFn::Max => true,
+        AggregateFn::Sum | AggregateFn::Avg => aggregate.field_type == Some(FieldType::Int),
+        AggregateFn::CountDistinct => false,
+    }
+}
+
+/// Values a partial aggregate keeps per input field: non-NULL count, integer sum, min, max.
+const PARTIAL_WIDTH: usize = 4;
+
+/// Where an input field's partial sits in a partial row: after the leading record count.
+pub fn partial_position(field: usize) -> usize {
+    1 + PARTIAL_WIDTH * field
+}
+
+/// The partial aggregate of one input tuple: `[records, then per field: non-NULL count,
+/// integer sum (or NULL), min, max]`. Arrangements of combinable views hold one such row per
+/// (window, group) and epoch instead of one row per record, so the work of an epoch grows with
+/// the keys it touched, not with its records.
+pub fn partial_of(values: &[Value]) -> Vec<Value> {
+    let mut partial = Vec::with_capacity(1 + PARTIAL_WIDTH * values.len());
+    partial.push(Value::Int(1));
+    for value in values {
+        let present = !value.is_null();
+        partial.push(Value::Int(i64::from(present)));
+        partial.push(match value {
+            Value::Int(v) => Value::BigInt(i128::from(*v)),
+            _ => Value::Null,
+        });
+        partial.push(value.clone());
+        partial.push(value.clone());
+    }
+    partial
+}
+
+/// Adds one input tuple to a partial aggregate made by [`partial_of`].
+pub fn fold_into_partial(partial: &mut [Value], values: &[Value]) {
+    if let Value::Int(records) = &mut partial[0] {
+        *records += 1;
+    }
+    for (field, value) in values.iter().enumerate() {
+        if value.is_null() {
+            continue;
+        }
+        let at = partial_position(field);
+        if let Value::Int(count) = &mut partial[at] {
+            *count += 1;
+        }
+        if let Value::Int(v) = value {
+            partial[at + 1] = match &partial[at + 1] {
+                Value::BigInt(sum) => Value::BigInt(sum + i128::from(*v)),
+                _ => Value::BigInt(i128::from(*v)),
+            };
+        }
+        if partial[at + 2].is_null() || *value < partial[at + 2] {
+            partial[at + 2] = value.clone();
+        }
+        if partial[at + 3].is_null() || *value > partial[at + 3] {
+            partial[at + 3] = value.clone();
+        }
+    }
+}
+
+/// [`compute`] over partial rows ([`partial_of`]); `positions[i]` is the aggregate's input
+/// field (an index of the tuples the partials were made from). Only for [`combinable`]
+/// aggregates; a partial's multiplicity multiplies its counts and sums.
+pub fn compute_partials(
+    aggregates: &[AggregateSpec],
+    positions: &[Option<usize>],
+    input: &[(&Vec<Value>, isize)],
+) -> Vec<Value> {
+    let int = |value: &Value| match value {
+        Value::Int(v) => i128::from(*v),
+        Value::BigInt(v) => *v,
+        _ => 0,
+    };
+    aggregates
+        .iter()
+        .zip(positions)
+        .map(|(aggregate, position)| {
+            let Some(field) = *position else {
+                let records: i128 = input.iter().map(|(p, n)| int(&p[0]) * *n as i128).sum();
+                return Value::Int(records as i64);
+            };
+            let at = partial_position(field);
+            let present = || input.iter().filter(move |(p, n)| int(&p[at]) > 0 && *n > 0);
+            let count: i128 = present().map(|(p, n)| int(&p[at]) * *n as i128).sum();
+            let sum = || {
+                present()
+                    .map(|(p, n)| int(&p[at + 1]) * *n as i128)
+                    .sum::<i128>()
+            };
+            match aggregate.function {
+                AggregateFn::Count => Value::Int(count as i64),
+                _ if count == 0 => Value::Null,
+                AggregateFn::Sum => Value::BigInt(sum()),
+                AggregateFn::Avg => Value::Float(sum() as f64 / count as f64),
+                AggregateFn::Min => present()
+                    .map(|(p, _)| &p[at + 2])
+                    .min()
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                AggregateFn::Max => present()
+                    .map(|(p, _)| &p[at + 3])
+                    .max()
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                AggregateFn::CountDistinct => unreachable!("count_distinct is not combinable"),
+            }
+        })
+        .collect()
+}
+
 /// Sum and count of float-convertible values, or `None` when there are none.
 fn float_sum<'a>(values: impl Iterator<Item = (&'a Value, isize)>) -> Option<(f64, i64)> {
     let mut total = None;
@@ -254,6 +372,20 @@ mod tests {
                 Value::Float(11.0 / 3.0),
                 Value::Int(2),
             ]
+        );
+        // The same through partials, split into two epochs' partial rows.
+        let mut first = partial_of(&rows[0]);
+        fold_into_partial(&mut first, &rows[2]);
+        let second = partial_of(&rows[1]);
+        let partials: Vec<(&Vec<Value>, isize)> = vec![(&first, 1), (&second, 1), (&first, 0)];
+        let combinable_ones: Vec<usize> = (0..all.len()).filter(|&i| combinable(&all[i])).collect();
+        assert_eq!(combinable_ones, vec![0, 1, 2, 3, 4, 5]);
+        // `first` stands for rows 0 and 2, `second` for row 1: add row 0 once more.
+        let again = partial_of(&rows[0]);
+        let partials = [partials, vec![(&again, 1)]].concat();
+        assert_eq!(
+            compute_partials(&all[..6], &positions[..6], &partials),
+            compute(&all[..6], &positions[..6], &input)
         );
         let nulls: Vec<(&Vec<Value>, isize)> = vec![(&rows[2], 3)];
         assert_eq!(

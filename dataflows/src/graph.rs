@@ -17,7 +17,7 @@ use timely::dataflow::operators::Inspect;
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::aggregate::compute;
+use crate::aggregate::{combinable, compute, compute_partials};
 use crate::operators::{
     checkpoint_marks, AssignEventTime, AssignWindows, Checkpoint, CheckpointSchedule,
     DecodeRecords, Finalize, RetireFinalWindows, SharedClock, SnapshotPart, SourceClock,
@@ -159,7 +159,14 @@ pub fn build_durable_views<'scope>(
                 }
             }
         }
+        // Sessions need every record's event time; other groups pre-aggregate per epoch when
+        // every aggregate of every member allows it.
+        let partials = !matches!(key.window, WindowKind::Session { .. })
+            && members
+                .iter()
+                .all(|&i| views[i].aggregates.iter().all(combinable));
         let assignment = Rc::new(WindowAssignment {
+            partials,
             filter: first.filter.clone(),
             group_by: key.group_by.clone(),
             window: key.window,
@@ -225,7 +232,10 @@ pub fn build_durable_views<'scope>(
                 .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<WindowKey, Vec<Value>, Epoch, isize>, _, _>(
                     &format!("Aggregate: {}", view.name),
                     move |_key: &WindowKey, input: &[(&Vec<Value>, isize)], output: &mut Vec<(Vec<Value>, isize)>| {
-                        aggregate_window(&logic_view, &positions, input, output)
+                        match partials {
+                            true => output.push((compute_partials(&logic_view.aggregates, &positions, input), 1)),
+                            false => aggregate_window(&logic_view, &positions, input, output),
+                        }
                     },
                     |vec, key, upds| {
                         vec.clear();

@@ -15,7 +15,8 @@
 //!
 //! Events of epoch `e` wait (stashed with their capability) until `W(e-1)` is known.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -26,6 +27,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::aggregate::{fold_into_partial, partial_of};
 use crate::filter::Filter;
 use crate::reading::{Event, EventTime, LateRecord};
 use crate::value::Value;
@@ -43,6 +45,9 @@ pub struct WindowAssignment {
     pub projection: Vec<usize>,
     /// Names of the views sharing this assignment, for their `_late` rows.
     pub views: Vec<String>,
+    /// Emit one partial aggregate per (window, group) and epoch instead of one row per record
+    /// (see [`crate::aggregate::partial_of`]); only when every view's aggregates are combinable.
+    pub partials: bool,
 }
 
 /// One arrangement input: `((window and group), input values)`.
@@ -111,6 +116,22 @@ impl WindowAssignment {
             }
         }
     }
+}
+
+/// Replaces an epoch's insertions by one partial aggregate per (window, group): the epoch's
+/// records of a key are complete here (the whole epoch is assigned at once), so this is the
+/// combiner of a map-reduce, before the arrangement's exchange and sort.
+fn combine_into_partials(inserts: &mut Vec<WindowedValue>) {
+    let mut partials: HashMap<WindowKey, Vec<Value>> = HashMap::with_capacity(inserts.len() / 4);
+    for (key, values) in inserts.drain(..) {
+        match partials.entry(key) {
+            Entry::Occupied(mut partial) => fold_into_partial(partial.get_mut(), &values),
+            Entry::Vacant(slot) => {
+                slot.insert(partial_of(&values));
+            }
+        }
+    }
+    inserts.extend(partials);
 }
 
 /// Events stashed until the watermark that decides their lateness is known.
@@ -193,6 +214,9 @@ impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
                     for event in &batch.events {
                         let watermark = event.partition_watermark.max(previous);
                         assignment.assign(event, watermark, &mut inserts, &mut late);
+                    }
+                    if assignment.partials {
+                        combine_into_partials(&mut inserts);
                     }
                     if !inserts.is_empty() {
                         inserts_out
