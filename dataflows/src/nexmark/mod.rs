@@ -13,6 +13,8 @@
 
 pub mod generator;
 pub mod model;
+pub mod queries;
 
 pub use generator::{event_kind, EventKind, NexmarkConfig, NexmarkGenerator};
 pub use model::{Auction, Bid, NexmarkEvent, Person};
+pub use queries::{build_query, NexmarkRow, Query};
