@@ -130,14 +130,22 @@ pub fn event_kind(index: u64) -> EventKind {
 /// The 0-based number of the newest person at event `index` (the event's own, for a person).
 fn last_person(index: u64) -> u64 {
     let (block, offset) = (index / TOTAL_PROPORTION, index % TOTAL_PROPORTION);
-    block * PERSON_PROPORTION + offset.min(PERSON_PROPORTION - 1)
+    let in_block = if offset < PERSON_PROPORTION {
+        offset
+    } else {
+        PERSON_PROPORTION - 1
+    };
+    block * PERSON_PROPORTION + in_block
 }
 
 /// The 0-based number of the newest auction at event `index`, which must not be a person (every
 /// block opens with its person, so after it the block has at least one auction).
 fn last_auction(index: u64) -> u64 {
     let (block, offset) = (index / TOTAL_PROPORTION, index % TOTAL_PROPORTION);
-    debug_assert!(offset >= PERSON_PROPORTION, "persons do not look at auctions");
+    debug_assert!(
+        offset >= PERSON_PROPORTION,
+        "persons do not look at auctions"
+    );
     let in_block = (offset - PERSON_PROPORTION).min(AUCTION_PROPORTION - 1);
     block * AUCTION_PROPORTION + in_block
 }
@@ -431,7 +439,10 @@ mod tests {
     #[test]
     fn share_starts_at_the_workers_first_index() {
         let generator = NexmarkGenerator::new(NexmarkConfig::default());
-        let share: Vec<i64> = generator.share(7..20, 1, 3).map(|e| e.date_time()).collect();
+        let share: Vec<i64> = generator
+            .share(7..20, 1, 3)
+            .map(|e| e.date_time())
+            .collect();
         let expected: Vec<i64> = [7, 10, 13, 16, 19]
             .iter()
             .map(|&i| generator.date_time(i))

@@ -197,28 +197,36 @@ pub fn q5_hot_items<'scope>(
             _ => None,
         };
         bid.into_iter().flat_map(|(auction, time)| {
-            hopping_window_starts(time, Q5_WINDOW_MS, Q5_SLIDE_MS).map(move |start| (start, auction))
+            hopping_window_starts(time, Q5_WINDOW_MS, Q5_SLIDE_MS)
+                .map(move |start| (start, auction))
         })
     });
-    sum_per_epoch(bids_per_window, "Q5: bids per window and auction, per epoch")
-        .count_total()
-        .map(|((window, auction), count)| (window, (count, auction)))
-        .reduce_named(
-            "Q5: auctions with the most bids per window",
-            |_window, counts: &[(&(isize, u64), isize)], output| {
-                // Values arrive sorted, so the largest counts are last.
-                let most = counts.last().map_or(0, |(value, _)| value.0);
-                for (value, _) in counts.iter().rev().take_while(|(v, _)| v.0 == most) {
-                    output.push(((*value).clone(), 1));
-                }
-            },
-        )
-        .map(|(window_start, (count, auction))| NexmarkRow::Q5 {
-            window_start,
-            auction,
-            count: count as u64,
-        })
+    sum_per_epoch(
+        bids_per_window,
+        "Q5: bids per window and auction, per epoch",
+    )
+    .count_total()
+    .map(|((window, auction), count)| (window, (count, auction)))
+    .reduce_named(
+        "Q5: auctions with the most bids per window",
+        |_window, counts: &[(&(isize, u64), isize)], output| {
+            // Values arrive sorted, so the largest counts are last.
+            let most = counts.last().map_or(0, |(value, _)| value.0);
+            for (value, _) in counts.iter().rev().take_while(|(v, _)| v.0 == most) {
+                output.push((**value, 1));
+            }
+        },
+    )
+    .map(|(window_start, (count, auction))| NexmarkRow::Q5 {
+        window_start,
+        auction,
+        count: count as u64,
+    })
 }
+
+/// A q7 candidate as the per-window reduce sees it: `(price, (auction, bidder))`, so that the
+/// highest prices sort last.
+type Q7Candidate = (u64, (u64, u64));
 
 /// q7, highest bid: per tumbling 10 s window the bid(s) with the highest price.
 ///
@@ -239,10 +247,10 @@ pub fn q7_highest_bid<'scope>(
     max_per_epoch(bids, "Q7: highest bids per window, per epoch")
         .reduce_named(
             "Q7: highest bids per window",
-            |_window, bids: &[(&(u64, (u64, u64)), isize)], output| {
+            |_window, bids: &[(&Q7Candidate, isize)], output| {
                 let highest = bids.last().map_or(0, |(bid, _)| bid.0);
                 for (bid, _) in bids.iter().rev().take_while(|(b, _)| b.0 == highest) {
-                    output.push(((*bid).clone(), 1));
+                    output.push((**bid, 1));
                 }
             },
         )
@@ -379,6 +387,9 @@ struct Best<P, X> {
     values: Vec<(X, isize)>,
 }
 
+/// Per epoch not yet complete: a capability for it, and the best values per key so far.
+type PendingMaxima<K, P, X> = BTreeMap<Epoch, (Capability<Epoch>, WordHashMap<K, Best<P, X>>)>;
+
 /// Keeps, per key and epoch on this worker, only the updates whose rank (the value's first
 /// component) is the largest of that key in that epoch (ties: all of them), emitted when the
 /// epoch is complete.
@@ -400,8 +411,7 @@ where
             Pipeline,
             name,
             |_capability, _info| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, WordHashMap<K, Best<P, X>>)> =
-                    BTreeMap::new();
+                let mut pending: PendingMaxima<K, P, X> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for ((key, (rank, payload)), time, diff) in data.drain(..) {
