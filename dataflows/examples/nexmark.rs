@@ -3,9 +3,13 @@
 //! `cargo run --release -p tidewater-dataflows --example nexmark -- q5 1000000 [workers]`
 //!
 //! Each worker generates its share of events `0..N` (`index % workers == worker`) and feeds it
-//! in epochs of about 100,000 events per worker, waiting for the query to finish each epoch
-//! before generating the next. The rate printed is events over wall-clock time, generation
-//! included (the time spent generating is printed too, to tell the two apart).
+//! in epochs of 100,000 events per worker (stepping the dataflow every 4,096 events within an
+//! epoch), waiting for the query to finish each epoch before generating the next. The rate
+//! printed is events over wall-clock time, worker start-up and generation included (the time
+//! spent generating is printed too, to tell the two apart).
+//!
+//! `cargo run --release -p tidewater-dataflows --example nexmark -- generate 1000000` times the
+//! generator alone.
 
 use std::cell::Cell;
 use std::rc::Rc;
