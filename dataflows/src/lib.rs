@@ -18,6 +18,7 @@ pub mod duration;
 pub mod error;
 pub mod filter;
 pub mod graph;
+pub mod nexmark;
 pub mod operators;
 pub mod reading;
 pub mod record;
