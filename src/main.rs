@@ -56,11 +56,11 @@ enum Command {
 #[derive(Args)]
 struct BenchArgs {
     /// Workloads, comma-separated: station-hourly (one tumbling count/sum view), turnstile
-    /// (all views of the turnstile pipeline).
+    /// (all views of the turnstile pipeline), q1, q2, q5, q7, q8 (Nexmark, memory mode only).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "station-hourly,turnstile"
+        default_value = "station-hourly,turnstile,q1,q2,q5,q7,q8"
     )]
     workloads: Vec<tidewater::bench::Workload>,
     /// Modes, comma-separated: memory (generator into the dataflow, the engine's ceiling),
@@ -93,6 +93,12 @@ struct BenchArgs {
     /// Directory of the result files (results.jsonl and results.duckdb are appended to).
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Internal: run one configuration as this process of it (the sweep starts these).
+    #[arg(long, hide = true)]
+    child_process: Option<usize>,
+    /// Internal: the hostfile of a multi-process configuration.
+    #[arg(long, hide = true)]
+    hostfile: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -266,6 +272,12 @@ fn bench(args: BenchArgs) -> Result<()> {
         brokers: args.brokers,
         freshness_seconds,
         out: args.out,
+        child: args
+            .child_process
+            .map(|process| tidewater::bench::ChildRole {
+                process,
+                hostfile: args.hostfile,
+            }),
     };
     tidewater::bench::run_bench(&options)?;
     Ok(())

@@ -14,16 +14,20 @@ pub mod memory;
 pub mod report;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tidewater_connectors::EmbeddedBroker;
+use tidewater_dataflows::nexmark::Query;
 
+use crate::cluster::{timely_config, ClusterOptions};
 use crate::demo::TURNSTILE_PIPELINE;
 use crate::error::EngineError;
+use crate::launcher::free_loopback_addresses;
 use crate::pipeline::Pipeline;
 use kafka::{Broker, KafkaBench};
 use measure::{available_cores, peak_rss_mib, reset_peak_rss, ProgressBar};
@@ -36,19 +40,36 @@ pub enum Workload {
     Turnstile,
     /// Its `station_hourly` view alone: tumbling count and sums per key.
     StationHourly,
+    /// A built-in Nexmark query over generated persons, auctions and bids (memory mode only).
+    Nexmark(Query),
 }
 
 impl Workload {
-    pub const ALL: &[Workload] = &[Workload::StationHourly, Workload::Turnstile];
+    pub const ALL: &[Workload] = &[
+        Workload::StationHourly,
+        Workload::Turnstile,
+        Workload::Nexmark(Query::Q1),
+        Workload::Nexmark(Query::Q2),
+        Workload::Nexmark(Query::Q5),
+        Workload::Nexmark(Query::Q7),
+        Workload::Nexmark(Query::Q8),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::Turnstile => "turnstile",
             Workload::StationHourly => "station-hourly",
+            Workload::Nexmark(query) => query.name(),
         }
     }
 
-    /// The pipeline of a turnstile workload.
+    /// Modes this workload runs in: Nexmark queries are dataflows over typed events, not
+    /// pipelines of a source's payloads, so they have no broker or file path yet.
+    fn supports(self, mode: Mode) -> bool {
+        !matches!(self, Workload::Nexmark(_)) || mode == Mode::Memory
+    }
+
+    /// The pipeline of a turnstile workload (Nexmark uses only its snapshot interval).
     fn pipeline(self) -> Pipeline {
         let mut pipeline = Pipeline::from_toml(TURNSTILE_PIPELINE, "turnstile.toml")
             .expect("the built-in pipeline is valid");
@@ -114,6 +135,15 @@ pub struct BenchOptions {
     pub freshness_seconds: f64,
     /// Results go here: `results.jsonl`, `results.duckdb`, `scaling.svg`.
     pub out: PathBuf,
+    /// Set in the child processes a sweep starts, one configuration each.
+    pub child: Option<ChildRole>,
+}
+
+/// A child's place: which process of its configuration it is, and the cluster's hostfile.
+#[derive(Clone, Debug)]
+pub struct ChildRole {
+    pub process: usize,
+    pub hostfile: Option<PathBuf>,
 }
 
 /// One configuration of a sweep.
@@ -127,6 +157,9 @@ struct Configuration {
 
 /// Runs the sweep, prints the table, and writes the result files. Returns the results.
 pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError> {
+    if let Some(role) = &options.child {
+        return run_child(options, role);
+    }
     std::fs::create_dir_all(&options.out).map_err(|e| io_error(&options.out, e))?;
     let run_started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let machine = machine_description();
@@ -134,12 +167,6 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
         "tidewater bench: {machine}; {} events per configuration",
         options.events
     );
-    // One embedded broker serves the whole sweep (each configuration gets its own topics).
-    let broker = match (&options.brokers, options.modes.contains(&Mode::Kafka)) {
-        (Some(servers), _) => Some(Broker::External(servers.clone())),
-        (None, true) => Some(Broker::Embedded(EmbeddedBroker::start()?)),
-        (None, false) => None,
-    };
     let scratch = tempfile::Builder::new()
         .prefix("tidewater-bench-")
         .tempdir()
@@ -156,15 +183,21 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
                         processes,
                         workers,
                     };
-                    if processes > 1 {
+                    if !workload.supports(mode) {
                         eprintln!(
-                            "tidewater bench: skipping {workload} {} with {processes} processes: multi-process sweeps are not built yet",
+                            "tidewater bench: skipping {workload} in {} mode: Nexmark queries run in memory mode only",
                             mode.name()
                         );
                         continue;
                     }
-                    let mut result =
-                        run_configuration(options, configuration, broker.as_ref(), scratch.path())?;
+                    if processes > 1 && mode != Mode::Memory {
+                        eprintln!(
+                            "tidewater bench: skipping {workload} in {} mode with {processes} processes: only memory mode runs as a cluster here (run `tidewater cluster` against a broker for the rest)",
+                            mode.name()
+                        );
+                        continue;
+                    }
+                    let mut result = spawn_configuration(options, configuration, scratch.path())?;
                     result.run_started = run_started.clone();
                     result.machine = machine.clone();
                     eprint!(
@@ -204,11 +237,135 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
     Ok(results)
 }
 
+/// Runs one configuration in fresh child processes (one per process of the configuration), so
+/// that each starts from a clean heap and reports its own peak memory; returns the result that
+/// process 0 prints.
+fn spawn_configuration(
+    options: &BenchOptions,
+    configuration: Configuration,
+    scratch: &Path,
+) -> Result<BenchResult, EngineError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| EngineError::Worker(format!("finding the tidewater binary: {e}")))?;
+    let Configuration {
+        workload,
+        mode,
+        processes,
+        workers,
+    } = configuration;
+    let hostfile = scratch.join(format!(
+        "hosts-{workload}-{}-{processes}x{workers}",
+        mode.name()
+    ));
+    if processes > 1 {
+        let addresses = free_loopback_addresses(processes)?;
+        std::fs::write(&hostfile, addresses.join("\n") + "\n")
+            .map_err(|e| io_error(&hostfile, e))?;
+    }
+    let mut children = Vec::new();
+    for process in 0..processes {
+        let mut command = Command::new(&exe);
+        command
+            .arg("bench")
+            .args(["--child-process", &process.to_string()])
+            .args(["--workloads", workload.name()])
+            .args(["--modes", mode.name()])
+            .args(["--workers", &workers.to_string()])
+            .args(["--processes", &processes.to_string()])
+            .args(["--events", &options.events.to_string()])
+            .args(["--seed", &options.seed.to_string()])
+            .args([
+                "--freshness-seconds",
+                &options.freshness_seconds.to_string(),
+            ])
+            .arg("--out")
+            .arg(scratch)
+            .stdout(Stdio::piped());
+        if processes > 1 {
+            command.arg("--hostfile").arg(&hostfile);
+        }
+        if let Some(brokers) = &options.brokers {
+            command.args(["--brokers", brokers]);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| EngineError::Worker(format!("starting a benchmark process: {e}")))?;
+        children.push(child);
+    }
+    let mut result = None;
+    let mut failure = None;
+    for (process, child) in children.into_iter().enumerate() {
+        let output = child
+            .wait_with_output()
+            .map_err(|e| EngineError::Worker(format!("waiting for a benchmark process: {e}")))?;
+        if !output.status.success() {
+            failure.get_or_insert(format!(
+                "{workload} {} {processes}x{workers}: benchmark process {process} failed ({})",
+                mode.name(),
+                output.status
+            ));
+            continue;
+        }
+        if process == 0 {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let line = text.lines().last().unwrap_or_default();
+            result = Some(serde_json::from_str::<BenchResult>(line).map_err(|e| {
+                EngineError::Worker(format!(
+                    "reading a benchmark process's result {line:?}: {e}"
+                ))
+            })?);
+        }
+    }
+    match (failure, result) {
+        (Some(failure), _) => Err(EngineError::Worker(failure)),
+        (None, Some(result)) => Ok(result),
+        (None, None) => Err(EngineError::Worker("no benchmark result".to_owned())),
+    }
+}
+
+/// A child's side: runs its one configuration; process 0 prints the result as one JSON line.
+fn run_child(options: &BenchOptions, role: &ChildRole) -> Result<Vec<BenchResult>, EngineError> {
+    let configuration = Configuration {
+        workload: options.workloads[0],
+        mode: options.modes[0],
+        processes: options.processes[0],
+        workers: options.workers[0],
+    };
+    let cluster = match &role.hostfile {
+        Some(hostfile) => Some(ClusterOptions::from_hostfile(
+            hostfile,
+            configuration.processes,
+            role.process,
+            Duration::from_secs(60),
+        )?),
+        None => None,
+    };
+    let broker = match (&options.brokers, configuration.mode) {
+        (Some(servers), _) => Some(Broker::External(servers.clone())),
+        (None, Mode::Kafka) => Some(Broker::Embedded(EmbeddedBroker::start()?)),
+        (None, _) => None,
+    };
+    let result = run_configuration(
+        options,
+        configuration,
+        broker.as_ref(),
+        &options.out,
+        cluster,
+    )?;
+    if role.process == 0 {
+        let line =
+            serde_json::to_string(&result).map_err(|e| EngineError::Worker(e.to_string()))?;
+        println!("{line}");
+    }
+    Ok(vec![result])
+}
+
 fn run_configuration(
     options: &BenchOptions,
     configuration: Configuration,
     broker: Option<&Broker>,
-    scratch: &std::path::Path,
+    scratch: &Path,
+    cluster: Option<ClusterOptions>,
 ) -> Result<BenchResult, EngineError> {
     let Configuration {
         workload,
@@ -233,21 +390,57 @@ fn run_configuration(
             let bar = ProgressBar::start(label.clone(), options.events, move || {
                 bar_done.load(Ordering::Relaxed)
             });
-            let run = memory::run_turnstile(
-                &pipeline,
-                options.events,
-                options.seed,
-                timely::Config::process(workers),
-                done,
-            )
-            .map_err(EngineError::Worker)?;
+            let config = timely_config(workers, cluster.as_ref());
+            // The ceiling runs once, in process 0, after the run, with as many threads as the
+            // whole configuration had workers; other processes skip it (0 threads).
+            let process = cluster.as_ref().map_or(0, |c| c.process);
+            let ceiling_threads = if process == 0 { processes * workers } else { 0 };
+            let (run, ceiling) = match workload {
+                Workload::Nexmark(query) => {
+                    let interval = pipeline.config.warehouse.snapshot_interval.0;
+                    let run = memory::run_nexmark(
+                        query,
+                        options.events,
+                        options.seed,
+                        interval,
+                        config,
+                        done,
+                    );
+                    (
+                        run,
+                        memory::nexmark_ceiling(options.events, options.seed, ceiling_threads),
+                    )
+                }
+                _ => {
+                    let run = memory::run_turnstile(
+                        &pipeline,
+                        options.events,
+                        options.seed,
+                        config,
+                        done,
+                    );
+                    (
+                        run,
+                        memory::turnstile_ceiling(options.events, options.seed, ceiling_threads),
+                    )
+                }
+            };
+            let mut run = run.map_err(EngineError::Worker)?;
             drop(bar);
-            let ceiling = memory::turnstile_ceiling(options.events, options.seed, workers).2;
+            if processes > 1 {
+                // Process 0 finishes only after every process fed its share: all events are in.
+                let local = run.events.max(1);
+                run.payload_bytes = run.payload_bytes * options.events / local;
+                run.events = options.events;
+            }
             result.snapshots = run.snapshots;
             result.output_rows = run.output_rows;
             result.freshness_p50_ms = run.freshness.percentile(50.0);
             result.freshness_p99_ms = run.freshness.percentile(99.0);
-            result.note = "freshness: generated → in a complete snapshot (no commit)".into();
+            result.note = match workload {
+                Workload::Nexmark(_) => "typed events, no decode; ceiling: the generator; freshness: generated → epoch complete at the output".into(),
+                _ => "JSON payloads decoded by the engine; ceiling: generating them; freshness: generated → epoch complete at the output (no commit)".into(),
+            };
             (run.events, run.payload_bytes, run.elapsed, ceiling)
         }
         Mode::Kafka => {
@@ -312,7 +505,7 @@ pub fn machine_description() -> String {
     format!("{} cores, {model}{memory_gib}", available_cores())
 }
 
-fn io_error(path: &std::path::Path, error: std::io::Error) -> EngineError {
+fn io_error(path: &Path, error: std::io::Error) -> EngineError {
     EngineError::Config {
         path: path.display().to_string(),
         detail: error.to_string(),

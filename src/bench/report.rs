@@ -6,13 +6,13 @@ use std::io::Write as _;
 use std::path::Path;
 
 use duckdb::{params, Connection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::measure::human_count;
 
 /// One configuration's figures. Optional figures do not apply to every mode (no commits in
 /// memory mode) or were not measured.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
     /// When the sweep started (RFC 3339); every result of a sweep shares it.
     pub run_started: String,
