@@ -1,5 +1,6 @@
-//! Criterion benches of the hot paths: decode, window assignment, the whole view dataflow per
-//! window kind, and the DuckDB commit of a snapshot with 10k changed rows.
+//! Criterion benches of the hot paths: decode, window assignment, the aggregate update of a
+//! group (from raw rows and from per-epoch partials), the whole view dataflow per window kind,
+//! and the DuckDB commit of a snapshot with 10k changed rows.
 //!
 //! Run: `cargo bench --bench hot_paths`
 
@@ -9,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use tidewater::demo::TURNSTILE_PIPELINE;
 use tidewater::Pipeline;
 use tidewater_connectors::{GeneratorConfig, TurnstileGenerator};
+use tidewater_dataflows::aggregate::{compute, compute_partials, fold_into_partial, partial_of};
 use tidewater_dataflows::operators::{CollectSnapshots, Snapshot, ViewChange};
 use tidewater_dataflows::{
     build_views, RawRecord, SourceProgress, SourceStreams, Value, WindowKind,
@@ -84,6 +86,71 @@ fn window_assignment(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// The aggregate update of one (window, group): what `reduce` computes each time the group
+/// changes, from raw rows (one per record) and from per-epoch partial rows.
+fn aggregate_update(c: &mut Criterion) {
+    let pipeline = pipeline_with(&["station_hourly", "station_hourly_peaks"]);
+    let aggregates: Vec<_> = pipeline
+        .views
+        .iter()
+        .flat_map(|v| v.aggregates.clone())
+        .collect();
+    // Input fields in projection order: entries, exits (see `ViewSpec::input_fields`).
+    let schema = &pipeline.sources[0].schema;
+    let fields: Vec<usize> = ["entries", "exits"]
+        .iter()
+        .map(|f| schema.index_of(f).unwrap())
+        .collect();
+    let positions: Vec<Option<usize>> = aggregates
+        .iter()
+        .map(|a| a.field.map(|f| fields.iter().position(|&p| p == f).unwrap()))
+        .collect();
+    let rows: Vec<Vec<Value>> = (0..1_000i64)
+        .map(|i| vec![Value::Int(i % 97), Value::Int(i % 89)])
+        .collect();
+    // The same 1,000 records as 20 epochs' partials of 50 records each.
+    let partials: Vec<Vec<Value>> = rows
+        .chunks(50)
+        .map(|chunk| {
+            let mut partial = partial_of(&chunk[0]);
+            for row in &chunk[1..] {
+                fold_into_partial(&mut partial, row);
+            }
+            partial
+        })
+        .collect();
+    let raw_input: Vec<(&Vec<Value>, isize)> = rows.iter().map(|r| (r, 1)).collect();
+    let partial_input: Vec<(&Vec<Value>, isize)> = partials.iter().map(|r| (r, 1)).collect();
+    assert_eq!(
+        compute(&aggregates, &positions, &raw_input),
+        compute_partials(&aggregates, &positions, &partial_input)
+    );
+    let mut group = c.benchmark_group("aggregate");
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    group.bench_function("six_aggregates_1k_raw_rows", |b| {
+        b.iter(|| black_box(compute(&aggregates, &positions, black_box(&raw_input))))
+    });
+    group.bench_function("six_aggregates_1k_records_as_20_partials", |b| {
+        b.iter(|| {
+            black_box(compute_partials(
+                &aggregates,
+                &positions,
+                black_box(&partial_input),
+            ))
+        })
+    });
+    group.bench_function("fold_1k_records_into_partials", |b| {
+        b.iter(|| {
+            let mut partial = partial_of(&rows[0]);
+            for row in &rows[1..] {
+                fold_into_partial(&mut partial, black_box(row));
+            }
+            black_box(partial)
+        })
+    });
     group.finish();
 }
 
@@ -215,5 +282,12 @@ fn sink_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, window_assignment, views, sink_commit);
+criterion_group!(
+    benches,
+    decode,
+    window_assignment,
+    aggregate_update,
+    views,
+    sink_commit
+);
 criterion_main!(benches);
