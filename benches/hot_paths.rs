@@ -106,7 +106,10 @@ fn aggregate_update(c: &mut Criterion) {
         .collect();
     let positions: Vec<Option<usize>> = aggregates
         .iter()
-        .map(|a| a.field.map(|f| fields.iter().position(|&p| p == f).unwrap()))
+        .map(|a| {
+            a.field
+                .map(|f| fields.iter().position(|&p| p == f).unwrap())
+        })
         .collect();
     let rows: Vec<Vec<Value>> = (0..1_000i64)
         .map(|i| vec![Value::Int(i % 97), Value::Int(i % 89)])
