@@ -194,6 +194,18 @@ impl Pipeline {
             }
             views.push(spec);
         }
+        // Decode keeps only what some view reads: a source's other string fields are checked
+        // but not copied.
+        for (index, source) in sources.iter_mut().enumerate() {
+            let read: Vec<usize> = views
+                .iter()
+                .filter(|v| v.source == index)
+                .flat_map(ViewSpec::read_fields)
+                .collect();
+            let mut schema = (*source.schema).clone();
+            schema.keep_only(&read);
+            source.schema = Arc::new(schema);
+        }
         Ok(Pipeline {
             config,
             sources,

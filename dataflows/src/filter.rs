@@ -70,6 +70,40 @@ impl Filter {
     pub fn matches(&self, row: &[Value]) -> bool {
         eval(&self.expr, row) == Some(true)
     }
+
+    /// The fields the filter reads.
+    pub fn fields(&self) -> Vec<usize> {
+        fn walk(expr: &Expr, fields: &mut Vec<usize>) {
+            match expr {
+                Expr::Or(a, b) | Expr::And(a, b) => {
+                    walk(a, fields);
+                    walk(b, fields);
+                }
+                Expr::Not(a) => walk(a, fields),
+                Expr::IsNull(field, _) => fields.push(*field),
+                Expr::Compare(left, _, right) => {
+                    for operand in [left, right] {
+                        if let Operand::Field(field) = operand {
+                            fields.push(*field);
+                        }
+                    }
+                }
+            }
+        }
+        let mut fields = Vec::new();
+        walk(&self.expr, &mut fields);
+        fields.sort_unstable();
+        fields.dedup();
+        fields
+    }
+}
+
+/// An operand's value, by reference: a filter runs once per record and must not copy strings.
+fn operand_value<'a>(operand: &'a Operand, row: &'a [Value]) -> &'a Value {
+    match operand {
+        Operand::Field(i) => &row[*i],
+        Operand::Literal(v) => v,
+    }
 }
 
 fn eval(expr: &Expr, row: &[Value]) -> Option<bool> {
@@ -87,11 +121,7 @@ fn eval(expr: &Expr, row: &[Value]) -> Option<bool> {
         Expr::Not(a) => eval(a, row).map(|v| !v),
         Expr::IsNull(field, negated) => Some(row[*field].is_null() != *negated),
         Expr::Compare(left, op, right) => {
-            let value = |operand: &Operand| match operand {
-                Operand::Field(i) => row[*i].clone(),
-                Operand::Literal(v) => v.clone(),
-            };
-            let (left, right) = (value(left), value(right));
+            let (left, right) = (operand_value(left, row), operand_value(right, row));
             if left.is_null() || right.is_null() {
                 return None;
             }

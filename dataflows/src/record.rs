@@ -157,6 +157,10 @@ pub struct Schema {
     fields: Vec<FieldConfig>,
     event_time: usize,
     timestamps: TimestampFormat,
+    /// Per field: whether decoding keeps its value. A string field nobody reads is still
+    /// checked (present, a string, not NULL unless nullable) but comes out NULL, so that no
+    /// record allocates strings it never uses (see [`Schema::keep_only`]).
+    kept: Vec<bool>,
 }
 
 impl Schema {
@@ -190,16 +194,26 @@ impl Schema {
                 field.field_type
             )));
         }
+        let kept = vec![true; fields.len()];
         Ok(Schema {
             format,
             fields,
             event_time: index,
             timestamps,
+            kept,
         })
     }
 
     pub fn fields(&self) -> &[FieldConfig] {
         &self.fields
+    }
+
+    /// Keeps the decoded values of `fields` (and of the event time) only: JSON string fields
+    /// not listed are validated as usual and then decoded as NULL, without copying them.
+    pub fn keep_only(&mut self, fields: &[usize]) {
+        for (index, kept) in self.kept.iter_mut().enumerate() {
+            *kept = index == self.event_time || fields.contains(&index);
+        }
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
@@ -383,6 +397,8 @@ fn split_csv(line: &str) -> Result<Vec<(String, bool)>, DataflowError> {
 enum Slot {
     Missing,
     Value(Value),
+    /// A valid, non-NULL value of a field whose value is not kept (decoded as NULL).
+    Skipped,
     /// The value had the wrong type (reported with the field's name after the object is read).
     Error(String),
 }
@@ -414,9 +430,14 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 Some(i) => {
                     let field = &self.schema.fields[i];
                     let scalar = map.next_value::<JsonScalar<'de>>()?;
-                    row[i] = match scalar.into_value(field, &self.schema.timestamps) {
-                        Ok(value) => Slot::Value(value),
-                        Err(reason) => Slot::Error(reason),
+                    row[i] = match (self.schema.kept[i], field.field_type, scalar) {
+                        // Valid, but nobody reads it: not copied (borrowed from the payload
+                        // unless it had escapes).
+                        (false, FieldType::String, JsonScalar::Str(_)) => Slot::Skipped,
+                        (_, _, scalar) => match scalar.into_value(field, &self.schema.timestamps) {
+                            Ok(value) => Slot::Value(value),
+                            Err(reason) => Slot::Error(reason),
+                        },
                     };
                 }
                 None => {
@@ -612,6 +633,25 @@ mod tests {
             .decode(br#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":3,"ratio":null}"#)
             .unwrap();
         assert_eq!(row[3..], [Value::Null, Value::Null]);
+    }
+
+    #[test]
+    fn a_string_field_nobody_reads_is_checked_but_not_kept() {
+        let mut s = schema(Format::Json, TimestampFormat::Rfc3339);
+        s.keep_only(&[2]);
+        let (row, _) = s
+            .decode(br#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":3}"#)
+            .unwrap();
+        assert_eq!(row[..3], [Value::Null, Value::Timestamp(T0), Value::Int(3)]);
+        // Still a non-nullable string: missing, null or a number is rejected as before.
+        for bad in [
+            &br#"{"ts":"2024-03-04T08:15:00Z","entries":3}"#[..],
+            br#"{"station":null,"ts":"2024-03-04T08:15:00Z","entries":3}"#,
+            br#"{"station":7,"ts":"2024-03-04T08:15:00Z","entries":3}"#,
+        ] {
+            let error = s.decode(bad).unwrap_err().to_string();
+            assert!(error.contains("station"), "{error}");
+        }
     }
 
     #[test]

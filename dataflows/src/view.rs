@@ -243,6 +243,16 @@ impl ViewSpec {
         }
     }
 
+    /// Every source field the view reads: filter, grouping and aggregates (not the event time).
+    pub fn read_fields(&self) -> Vec<usize> {
+        let mut fields: Vec<usize> = self.filter.as_ref().map(Filter::fields).unwrap_or_default();
+        fields.extend(&self.group_by);
+        fields.extend(self.input_fields());
+        fields.sort_unstable();
+        fields.dedup();
+        fields
+    }
+
     /// Source fields the aggregates read, in first-use order.
     pub fn input_fields(&self) -> Vec<usize> {
         let mut fields = Vec::new();
