@@ -9,6 +9,7 @@
 //! stops the run with an error; data is never skipped silently.
 
 pub mod broker;
+pub mod control;
 pub mod error;
 pub mod generator;
 pub mod kafka;

@@ -6,7 +6,8 @@ mod source;
 
 pub use client::consumer_config;
 pub use plan::{fetch_watermarks, high_watermarks, SourcePlan};
-pub use source::{kafka_source, Alignment, SourceControl};
+pub use crate::control::SourceControl;
+pub use source::{kafka_source, Alignment};
 
 use serde::{Deserialize, Serialize};
 
