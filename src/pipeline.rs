@@ -168,9 +168,7 @@ impl SourceConfig {
             (None, true) if self.brokers.is_empty() || self.topic.is_empty() => {
                 Err("a Kafka source needs both `brokers` and `topic`".to_owned())
             }
-            (Some(path), false) if path.as_os_str().is_empty() => {
-                Err("`path` is empty".to_owned())
-            }
+            (Some(path), false) if path.as_os_str().is_empty() => Err("`path` is empty".to_owned()),
             (None, true) if self.chunks.is_some() => {
                 Err("`chunks` is for file sources (`path`)".to_owned())
             }
@@ -500,7 +498,10 @@ path = "w.duckdb"
         let no_chunks = file.replace("chunks = 3", "chunks = 0");
         for (text, expected) in [
             (both, "not both"),
-            (neither, "declare either `path` (a file) or `brokers` and `topic`"),
+            (
+                neither,
+                "declare either `path` (a file) or `brokers` and `topic`",
+            ),
             (half, "needs both `brokers` and `topic`"),
             (chunks_for_kafka, "`chunks` is for file sources"),
             (no_chunks, "at least 1"),

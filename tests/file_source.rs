@@ -261,8 +261,16 @@ fn a_jsonl_file_equals_the_oracle_with_1_and_3_workers_and_the_run_ends_by_itsel
             SourceControl::new(),
         )
         .unwrap();
-        assert_eq!(summary.records_in, file.records().count() as u64, "{context}");
-        assert_eq!(summary.records_rejected, malformed.len() as u64, "{context}");
+        assert_eq!(
+            summary.records_in,
+            file.records().count() as u64,
+            "{context}"
+        );
+        assert_eq!(
+            summary.records_rejected,
+            malformed.len() as u64,
+            "{context}"
+        );
         assert!(summary.snapshots >= 1, "{context}");
         check_run(&path, &file_path, &file, &expected, &malformed, 5, &context);
     }
@@ -380,7 +388,10 @@ fn demo_views_are_the_same_with_any_workers_and_through_stops_and_restarts() {
     );
     let conn = open_warehouse(&path);
     let records = query_i64(&conn, "SELECT sum(records_in)::BIGINT FROM _snapshots");
-    assert_eq!(records as u64, lines_with_records, "every line counted once");
+    assert_eq!(
+        records as u64, lines_with_records,
+        "every line counted once"
+    );
     let last = query_i64(&conn, "SELECT max(snapshot_id) FROM _snapshots");
     let ends: BTreeMap<i32, i64> = snapshot_offsets(&conn, last);
     assert_eq!(ends.values().max().copied(), Some(file.bytes.len() as i64));
@@ -424,5 +435,8 @@ fn a_missing_file_stops_the_run_before_the_warehouse_is_created() {
     )
     .unwrap_err()
     .to_string();
-    assert!(error.contains("not a regular file") || error.contains("directory"), "{error}");
+    assert!(
+        error.contains("not a regular file") || error.contains("directory"),
+        "{error}"
+    );
 }

@@ -43,8 +43,8 @@ pub fn plan_file(config: &FileSourceConfig) -> Result<(SourcePlan, FileLayout), 
     let mut boundaries = vec![0u64];
     for i in 1..wanted {
         let target = bytes * i / wanted;
-        let boundary = line_start_at_or_after(&mut file, target, bytes)
-            .map_err(|e| failed(e.to_string()))?;
+        let boundary =
+            line_start_at_or_after(&mut file, target, bytes).map_err(|e| failed(e.to_string()))?;
         // A line longer than a chunk swallows the next boundary: one chunk fewer.
         if boundary > *boundaries.last().expect("starts with 0") && boundary < bytes {
             boundaries.push(boundary);

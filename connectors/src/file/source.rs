@@ -176,8 +176,7 @@ pub fn file_source<'scope>(
                 return;
             }
             if !stopping {
-                if let Err(error) = read_lines(state, read_batch, &mut records_output, &control)
-                {
+                if let Err(error) = read_lines(state, read_batch, &mut records_output, &control) {
                     control.fail(failed(error.to_string()));
                 }
             }
