@@ -193,6 +193,7 @@ fn run_views(pipeline: &Pipeline, payloads: &[Vec<u8>]) -> usize {
                 records: part.len() as u64,
                 max_event_time: None,
                 idle: false,
+                finished: false,
             });
             records.advance_to(epoch as u64 + 1);
             progress.advance_to(epoch as u64 + 1);
@@ -272,6 +273,7 @@ fn sink_commit(c: &mut Criterion) {
                             records: 10_000,
                             max_event_time: None,
                             idle: false,
+                            finished: false,
                         },
                     )],
                     ..Snapshot::default()

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duckdb::Connection;
+use tidewater_connectors::file::{file_source, plan_file, FileLayout};
 use tidewater_connectors::kafka::{kafka_source, Alignment};
-use tidewater_connectors::{SourceControl, SourcePlan};
+use tidewater_connectors::{OffsetReset, SourceControl, SourcePlan};
 use tidewater_dataflows::operators::{
     CheckpointSchedule, CollectSnapshots, SharedClock, SourceClock, StateEntry, WRITER_WORKER,
 };
@@ -22,7 +23,7 @@ use crate::cluster::{
     ClusterOptions, Start,
 };
 use crate::error::EngineError;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Connector, Pipeline};
 use crate::progress::ProgressLine;
 
 /// Called on the writer after each committed snapshot, with the writer's connection (tests use
@@ -195,22 +196,37 @@ pub fn run(
                 .zip(plans)
                 .zip(clocks)
                 .map(|((source, plan), clock)| {
-                    let alignment = Alignment {
-                        clock,
-                        max_ahead: source
-                            .max_out_of_orderness
-                            .micros()
-                            .saturating_add(source.max_partition_drift.micros()),
+                    let (records, progress) = match source.connector() {
+                        Connector::Kafka(kafka) => {
+                            let alignment = Alignment {
+                                clock,
+                                max_ahead: source
+                                    .max_out_of_orderness
+                                    .micros()
+                                    .saturating_add(source.max_partition_drift.micros()),
+                            };
+                            kafka_source(
+                                scope,
+                                &kafka,
+                                plan,
+                                snapshot_interval,
+                                Arc::clone(&control),
+                                processed.clone(),
+                                Some(alignment),
+                            )
+                        }
+                        // No event-time alignment: the chunks of a time-ordered file start
+                        // far apart in event time, and aligning them would read them one
+                        // after the other. Finished chunks release the watermark instead.
+                        Connector::File(file) => file_source(
+                            scope,
+                            &file,
+                            plan,
+                            snapshot_interval,
+                            Arc::clone(&control),
+                            processed.clone(),
+                        ),
                     };
-                    let (records, progress) = kafka_source(
-                        scope,
-                        &source.kafka(),
-                        plan,
-                        snapshot_interval,
-                        Arc::clone(&control),
-                        processed.clone(),
-                        Some(alignment),
-                    );
                     SourceStreams { records, progress }
                 })
                 .collect();
@@ -306,15 +322,40 @@ fn prepare(
     control: &SourceControl,
 ) -> Result<(Warehouse, Start, RestoredState), EngineError> {
     let config = &pipeline.config;
+    // Files first: a missing or unreadable file stops the run before the warehouse is touched.
+    let mut file_plans: BTreeMap<usize, (SourcePlan, FileLayout)> = BTreeMap::new();
+    for (index, source) in config.sources.iter().enumerate() {
+        if let Connector::File(file) = source.connector() {
+            file_plans.insert(index, plan_file(&file)?);
+        }
+    }
     let mut warehouse = Warehouse::open(
         &config.warehouse.path,
         &pipeline.views,
         &pipeline.source_infos(),
-        &pipeline.definition(),
+        &definition_with_files(pipeline, &file_plans),
     )?;
     let resume = warehouse.resume_point().cloned();
     let mut plans = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
+        if let Some((mut plan, _)) = file_plans.remove(&index) {
+            // A file keeps every byte: resuming never skips (the definition check above
+            // guarantees the chunks are the ones the stored offsets belong to).
+            if let Some(point) = &resume {
+                let from = point
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| offsets_of(&c.positions, index))
+                    .unwrap_or_default();
+                plan.resume(
+                    &from,
+                    &offsets_of(&point.committed, index),
+                    OffsetReset::Error,
+                )?;
+            }
+            plans.push(plan);
+            continue;
+        }
         let mut plan = SourcePlan::prepare(&source.kafka())?;
         match &resume {
             Some(point) => {
@@ -349,9 +390,21 @@ fn prepare(
     let live_from = if resume.is_some() { 2 } else { 0 };
     warehouse.set_live_from(live_from);
     if let Some(point) = &resume {
-        let replay: i64 = plans.iter().map(SourcePlan::replay_records).sum();
+        // For a file, offsets are byte positions: what it replays is counted in bytes.
+        let (mut records, mut bytes) = (0, 0);
+        for (plan, source) in plans.iter().zip(&config.sources) {
+            match source.path {
+                Some(_) => bytes += plan.replay_records(),
+                None => records += plan.replay_records(),
+            }
+        }
+        let replay = match bytes {
+            0 => format!("{records} records"),
+            _ if records == 0 => format!("{bytes} bytes of files"),
+            _ => format!("{records} records and {bytes} bytes of files"),
+        };
         eprintln!(
-            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} records to replay",
+            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} to replay",
             point.last_snapshot,
             point
                 .checkpoint
@@ -392,6 +445,23 @@ fn prepare(
         live_from,
     };
     Ok((warehouse, start, state))
+}
+
+/// The definition the warehouse stores and checks on restart: the pipeline's, plus the size and
+/// chunks of every file source, so that a restart on a changed file (whose stored byte offsets
+/// would mean nothing) is refused instead of mixing data.
+fn definition_with_files(
+    pipeline: &Pipeline,
+    file_plans: &BTreeMap<usize, (SourcePlan, FileLayout)>,
+) -> String {
+    let mut definition = pipeline.definition();
+    for (index, (plan, layout)) in file_plans {
+        definition.push_str(&format!(
+            "\n# source `{}` reads file {}: {layout}\n",
+            pipeline.config.sources[*index].name, plan.topic
+        ));
+    }
+    definition
 }
 
 /// Steps the worker until all its dataflows are complete. A panic while stepping comes back

@@ -38,7 +38,12 @@ enum Command {
     Broker(BrokerArgs),
     /// Produce generated turnstile readings, or replay a JSONL file, to a Kafka topic.
     Produce(ProduceArgs),
-    /// Run a pipeline: Kafka topics → windowed aggregates → DuckDB snapshots.
+    /// Run a pipeline: Kafka topics or files → windowed aggregates → DuckDB snapshots.
+    ///
+    /// A source with `path = "readings.jsonl"` instead of `brokers` and `topic` reads a
+    /// JSON-lines (or CSV) file in parallel chunks; the run ends with a final snapshot once
+    /// every file is read (with or without --exit-at-end), and a stopped run resumes from the
+    /// byte offsets in the warehouse.
     Run(RunArgs),
     /// Run a pipeline as N processes on this machine (loopback ports, merged logs).
     Cluster(ClusterArgs),
@@ -155,7 +160,8 @@ struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Stop after reading up to the end of the topic as it is at start, with a final snapshot.
+    /// Stop after reading up to the end of the topic as it is at start, with a final snapshot
+    /// (file sources always stop at the end of their file).
     #[arg(long)]
     exit_at_end: bool,
     /// Processes in the cluster (each runs `--workers` threads); needs --hostfile when > 1.
@@ -405,10 +411,17 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
     stop_on_signals(&control)?;
     let workers = args.workers.unwrap_or_else(all_cores);
     for source in &pipeline.config.sources {
-        eprintln!(
-            "tidewater run: source {}: topic `{}` on {}",
-            source.name, source.topic, source.brokers
-        );
+        match &source.path {
+            Some(path) => eprintln!(
+                "tidewater run: source {}: file {} (the run ends when it is read)",
+                source.name,
+                path.display()
+            ),
+            None => eprintln!(
+                "tidewater run: source {}: topic `{}` on {}",
+                source.name, source.topic, source.brokers
+            ),
+        }
     }
     for view in &pipeline.views {
         eprintln!("tidewater run: view {}: {}", view.name, view.describe());

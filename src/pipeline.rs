@@ -25,11 +25,12 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tidewater_connectors::{KafkaSourceConfig, OffsetReset};
+use tidewater_connectors::file::DEFAULT_CHUNKS;
+use tidewater_connectors::{FileSourceConfig, KafkaSourceConfig, OffsetReset};
 use tidewater_dataflows::duration::HumanDuration;
 use tidewater_dataflows::operators::WatermarkConfig;
 use tidewater_dataflows::view::check_identifier;
@@ -48,16 +49,29 @@ pub struct PipelineConfig {
     pub warehouse: WarehouseConfig,
 }
 
-/// `[[sources]]`: a Kafka topic, the format of its messages and how its event time behaves.
+/// `[[sources]]`: a Kafka topic (`brokers` and `topic`) or a file (`path`), the format of its
+/// records and how its event time behaves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// How views refer to the source.
     pub name: String,
-    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092` (Kafka sources). Always serialized (empty
+    /// for a file), so that Kafka pipelines keep the definition text, and the fingerprint,
+    /// their warehouses were written with.
+    #[serde(default)]
     pub brokers: String,
+    #[serde(default)]
     pub topic: String,
-    /// Most messages one worker takes from librdkafka per activation.
+    /// A JSON-lines or CSV file, one record per line, instead of a Kafka topic. Read in
+    /// parallel by byte-range chunks; the run ends once the whole file is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// How many chunks (partitions) a file is split into (default 12, fewer for a small
+    /// file). Part of the pipeline's definition: a warehouse is resumed with the same chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<usize>,
+    /// Most messages (lines of a file) one worker takes per activation.
     #[serde(default = "default_poll_batch")]
     pub poll_batch: usize,
     /// Extra librdkafka properties (e.g. `security.protocol`); the ones Tidewater forces win.
@@ -110,7 +124,61 @@ fn zero() -> HumanDuration {
     HumanDuration(std::time::Duration::ZERO)
 }
 
+/// Where a source's records come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Connector {
+    Kafka(KafkaSourceConfig),
+    File(FileSourceConfig),
+}
+
 impl SourceConfig {
+    /// The Kafka topic or the file this source reads (checked by [`Pipeline::new`]: exactly
+    /// one of the two is declared).
+    pub fn connector(&self) -> Connector {
+        match &self.path {
+            Some(path) => Connector::File(FileSourceConfig {
+                path: path.clone(),
+                chunks: self.chunks.unwrap_or(DEFAULT_CHUNKS),
+                read_batch: self.poll_batch,
+            }),
+            None => Connector::Kafka(self.kafka()),
+        }
+    }
+
+    /// What the warehouse calls the source's stream (`_offsets.topic`, `_rejects.topic`): the
+    /// topic, or the file's path as the pipeline file writes it.
+    pub fn stream(&self) -> String {
+        match &self.path {
+            Some(path) => path.display().to_string(),
+            None => self.topic.clone(),
+        }
+    }
+
+    /// Exactly one of a file and a Kafka topic.
+    fn check_connector(&self) -> Result<(), String> {
+        let kafka = !self.brokers.is_empty() || !self.topic.is_empty();
+        match (&self.path, kafka) {
+            (Some(_), true) => Err(
+                "declare either `path` (a file) or `brokers` and `topic` (Kafka), not both"
+                    .to_owned(),
+            ),
+            (None, false) => {
+                Err("declare either `path` (a file) or `brokers` and `topic` (Kafka)".to_owned())
+            }
+            (None, true) if self.brokers.is_empty() || self.topic.is_empty() => {
+                Err("a Kafka source needs both `brokers` and `topic`".to_owned())
+            }
+            (Some(path), false) if path.as_os_str().is_empty() => Err("`path` is empty".to_owned()),
+            (None, true) if self.chunks.is_some() => {
+                Err("`chunks` is for file sources (`path`)".to_owned())
+            }
+            (Some(_), false) if self.chunks == Some(0) => {
+                Err("`chunks` must be at least 1".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn kafka(&self) -> KafkaSourceConfig {
         KafkaSourceConfig {
             brokers: self.brokers.clone(),
@@ -150,6 +218,7 @@ impl Pipeline {
         for source in &config.sources {
             let context = |e: String| format!("source `{}`: {e}", source.name);
             check_identifier("source name", &source.name).map_err(|e| context(e.to_string()))?;
+            source.check_connector().map_err(context)?;
             if sources.iter().any(|s: &SourceSpec| s.name == source.name) {
                 return Err(context("two sources have this name".to_owned()));
             }
@@ -298,7 +367,7 @@ impl Pipeline {
             .iter()
             .map(|s| SourceInfo {
                 name: s.name.clone(),
-                topic: s.topic.clone(),
+                topic: s.stream(),
             })
             .collect()
     }
@@ -308,11 +377,14 @@ impl Pipeline {
         let mut text = String::new();
         for view in &self.views {
             let source = &self.config.sources[view.source];
+            let origin = match &source.path {
+                Some(path) => format!("file `{}`", path.display()),
+                None => format!("topic `{}`", source.topic),
+            };
             text.push_str(&format!(
-                "view {} (from {} = topic `{}`): {}\n{};\n",
+                "view {} (from {} = {origin}): {}\n{};\n",
                 view.name,
                 source.name,
-                source.topic,
                 view.describe(),
                 view.create_table_sql()
             ));
@@ -411,6 +483,46 @@ path = "w.duckdb"
         ] {
             let other = Pipeline::from_toml(&changed, "c").unwrap().fingerprint();
             assert_ne!(other, base, "{changed}");
+        }
+    }
+
+    #[test]
+    fn a_source_is_either_a_file_or_a_kafka_topic() {
+        let file = MINIMAL.replace(
+            "brokers = \"b:9092\"\ntopic = \"t\"",
+            "path = \"readings.jsonl\"\nchunks = 3",
+        );
+        let pipeline = Pipeline::from_toml(&file, "file").unwrap();
+        let source = &pipeline.config.sources[0];
+        assert_eq!(source.stream(), "readings.jsonl");
+        match source.connector() {
+            Connector::File(config) => assert_eq!(config.chunks, 3),
+            other => panic!("{other:?}"),
+        }
+        let again = Pipeline::from_toml(&pipeline.to_toml(), "round trip").unwrap();
+        assert_eq!(again.config, pipeline.config);
+        assert!(pipeline.describe().contains("file `readings.jsonl`"));
+
+        let both = MINIMAL.replace("topic = \"t\"", "topic = \"t\"\npath = \"r.jsonl\"");
+        let neither = MINIMAL.replace("brokers = \"b:9092\"\ntopic = \"t\"\n", "");
+        let half = MINIMAL.replace("topic = \"t\"\n", "");
+        let chunks_for_kafka = MINIMAL.replace("topic = \"t\"", "topic = \"t\"\nchunks = 4");
+        let no_chunks = file.replace("chunks = 3", "chunks = 0");
+        for (text, expected) in [
+            (both, "not both"),
+            (
+                neither,
+                "declare either `path` (a file) or `brokers` and `topic`",
+            ),
+            (half, "needs both `brokers` and `topic`"),
+            (chunks_for_kafka, "`chunks` is for file sources"),
+            (no_chunks, "at least 1"),
+        ] {
+            let err = error_of(&text);
+            assert!(
+                err.contains(expected) && err.contains("source `s`") && err.contains("line 3"),
+                "{err}"
+            );
         }
     }
 

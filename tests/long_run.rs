@@ -101,6 +101,7 @@ fn memory_stays_flat_while_event_time_advances() {
                 records: batch,
                 max_event_time: None,
                 idle: false,
+                finished: false,
             });
             epoch += 1;
             records.advance_to(epoch);

@@ -137,6 +137,7 @@ pub fn run_case_in(dir: &tempfile::TempDir, case: &Case, workers: usize) -> usiz
                     records: (end - begin) as u64,
                     max_event_time: None,
                     idle: false,
+                    finished: false,
                 });
             }
             records.advance_to(epoch as u64 + 1);

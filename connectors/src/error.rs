@@ -23,6 +23,8 @@ pub enum ConnectorError {
     Produce { topic: String, detail: String },
     #[error("embedded broker: {0}")]
     Broker(String),
+    #[error("file source {path}: {detail}")]
+    FileSource { path: String, detail: String },
     #[error("reading {path}: {detail}")]
     Io { path: String, detail: String },
 }

@@ -1,4 +1,4 @@
-//! Tidewater's connectors: the Kafka source, an embedded Kafka-protocol broker, and the seeded
+//! Tidewater's connectors: the Kafka source, the file source, an embedded Kafka-protocol broker, and the seeded
 //! turnstile event generator with its producer.
 //!
 //! Delivery guarantee of the Kafka source: it reads each assigned partition from a given offset
@@ -9,12 +9,15 @@
 //! stops the run with an error; data is never skipped silently.
 
 pub mod broker;
+pub mod control;
 pub mod error;
+pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod produce;
 
 pub use broker::EmbeddedBroker;
 pub use error::ConnectorError;
+pub use file::FileSourceConfig;
 pub use generator::{GeneratorConfig, TurnstileGenerator};
 pub use kafka::{KafkaSourceConfig, OffsetReset, SkippedOffsets, SourceControl, SourcePlan};

@@ -96,6 +96,7 @@ fn main() {
                     records: 0,
                     max_event_time: None,
                     idle: false,
+                    finished: false,
                 });
             }
             records.advance_to(epoch as u64 + 1);

@@ -67,6 +67,11 @@ pub struct SourceProgress {
     /// No record arrived from this partition for the source's idle timeout: it does not hold
     /// back the source watermark.
     pub idle: bool,
+    /// The partition has nothing more to read, ever (a file chunk read to its end): it no
+    /// longer holds back the source watermark, and once every partition is finished the
+    /// watermark is the largest of theirs.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// A decoded record, still carrying where it came from (and its payload, for `_late`).

@@ -4,9 +4,10 @@ mod client;
 mod plan;
 mod source;
 
+pub use crate::control::SourceControl;
 pub use client::consumer_config;
 pub use plan::{fetch_watermarks, high_watermarks, SourcePlan};
-pub use source::{kafka_source, Alignment, SourceControl};
+pub use source::{kafka_source, Alignment};
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,11 @@
 //! earlier than the others still holds the watermark (otherwise `W` would depend on which
 //! worker finished first). A partition with no records yet holds the watermark at its minimum
 //! unless it is idle. If every partition is idle the watermark stays where it is.
+//!
+//! A finished partition (a file chunk read to its end) can never deliver another record, so it
+//! holds nobody back. Once every partition is finished the watermark is the largest partition
+//! watermark: that end value depends only on the records, not on which partition finished
+//! last (the one before it does not, as with idle partitions).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,7 +47,7 @@ impl<'scope> SourceWatermark<'scope> for StreamVec<'scope, Epoch, SourceProgress
                 // The latest report of every partition seen so far: (watermark, idle). A
                 // partition whose worker has stopped reporting (its source finished first)
                 // still holds the watermark where its records left it.
-                let mut latest: HashMap<i32, (EventTime, bool)> = HashMap::new();
+                let mut latest: HashMap<i32, PartitionMark> = HashMap::new();
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<SourceProgress>)> =
                     BTreeMap::new();
                 move |(input, frontier), output| {
@@ -62,20 +67,37 @@ impl<'scope> SourceWatermark<'scope> for StreamVec<'scope, Epoch, SourceProgress
                         }
                         let (cap, reports) = entry.remove();
                         for report in reports {
-                            let partition = config.watermark_of(report.max_event_time);
-                            latest.insert(report.partition, (partition, report.idle));
+                            let mark = PartitionMark {
+                                watermark: config.watermark_of(report.max_event_time),
+                                idle: report.idle,
+                                finished: report.finished,
+                            };
+                            latest.insert(report.partition, mark);
                         }
                         let minimum = latest
                             .values()
-                            .filter(|(_, idle)| !idle)
-                            .map(|(w, _)| *w)
+                            .filter(|m| !m.idle && !m.finished)
+                            .map(|m| m.watermark)
                             .min();
+                        let all_finished =
+                            !latest.is_empty() && latest.values().all(|m| m.finished);
                         if let Some(minimum) = minimum {
                             watermark = watermark.max(minimum);
+                        } else if all_finished {
+                            let largest = latest.values().map(|m| m.watermark).max();
+                            watermark = watermark.max(largest.unwrap_or(i64::MIN));
                         }
                         output.session(&cap).give(watermark);
                     }
                 }
             })
     }
+}
+
+/// The latest report of one partition, as the source watermark counts it.
+#[derive(Clone, Copy, Debug)]
+struct PartitionMark {
+    watermark: EventTime,
+    idle: bool,
+    finished: bool,
 }
