@@ -69,8 +69,9 @@ struct BenchArgs {
     )]
     workloads: Vec<tidewater::bench::Workload>,
     /// Modes, comma-separated: memory (generator into the dataflow, the engine's ceiling),
-    /// kafka (through the embedded broker, end to end into DuckDB).
-    #[arg(long, value_delimiter = ',', default_value = "memory,kafka")]
+    /// kafka (through the embedded broker, end to end into DuckDB), file (a JSON-lines file
+    /// through the file source, end to end into DuckDB).
+    #[arg(long, value_delimiter = ',', default_value = "memory,kafka,file")]
     modes: Vec<tidewater::bench::Mode>,
     /// Worker threads per process to sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
@@ -95,6 +96,11 @@ struct BenchArgs {
     /// A smoke run in well under two minutes: 20,000 events, 2 s of freshness.
     #[arg(long)]
     quick: bool,
+    /// Also run the same hourly-per-station view in PySpark, Bytewax and Pathway (those whose
+    /// package the Python in TIDEWATER_PEERS_PYTHON, else python3, can import) on the file
+    /// mode's input, check that every system computed the same rows, and report the ratios.
+    #[arg(long)]
+    peers: bool,
     /// Directory of the result files (results.jsonl and results.duckdb are appended to).
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -278,6 +284,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         brokers: args.brokers,
         freshness_seconds,
         out: args.out,
+        peers: args.peers,
         child: args
             .child_process
             .map(|process| tidewater::bench::ChildRole {

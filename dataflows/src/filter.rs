@@ -125,7 +125,7 @@ fn eval(expr: &Expr, row: &[Value]) -> Option<bool> {
             if left.is_null() || right.is_null() {
                 return None;
             }
-            let ordering = left.compare(&right)?;
+            let ordering = left.compare(right)?;
             Some(match op {
                 Op::Eq => ordering == Ordering::Equal,
                 Op::Ne => ordering != Ordering::Equal,

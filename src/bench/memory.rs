@@ -220,6 +220,7 @@ pub fn run_turnstile(
                     records: in_epoch,
                     max_event_time: None,
                     idle: false,
+                    finished: false,
                 });
                 records.advance_to(next);
                 progress.advance_to(next);
@@ -227,7 +228,6 @@ pub fn run_turnstile(
                 next - 1
             },
         );
-        drop(inputs);
         drop((records, progress));
         while worker.step_or_park(Some(Duration::from_millis(1))) {}
         merge(&worker_outcome, fed, output_rows.load(Ordering::Relaxed));

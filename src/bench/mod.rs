@@ -8,9 +8,11 @@
 //! Modes (see each module): [`memory`] (generator straight into the dataflow: the engine's
 //! ceiling), [`kafka`] (through a broker, end to end into DuckDB).
 
+pub mod file;
 pub mod kafka;
 pub mod measure;
 pub mod memory;
+pub mod peers;
 pub mod report;
 
 use std::fmt;
@@ -108,6 +110,8 @@ pub enum Mode {
     Memory,
     /// Through a Kafka-protocol broker, end to end into DuckDB.
     Kafka,
+    /// From a JSON-lines file through the file source, end to end into DuckDB.
+    File,
 }
 
 impl Mode {
@@ -115,6 +119,7 @@ impl Mode {
         match self {
             Mode::Memory => "memory",
             Mode::Kafka => "kafka",
+            Mode::File => "file",
         }
     }
 }
@@ -135,6 +140,8 @@ pub struct BenchOptions {
     pub freshness_seconds: f64,
     /// Results go here: `results.jsonl`, `results.duckdb`, `scaling.svg`.
     pub out: PathBuf,
+    /// Also run the peers (PySpark, Bytewax, Pathway) on the file mode's input and compare.
+    pub peers: bool,
     /// Set in the child processes a sweep starts, one configuration each.
     pub child: Option<ChildRole>,
 }
@@ -172,6 +179,16 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
         .tempdir()
         .map_err(|e| io_error(&std::env::temp_dir(), e))?;
 
+    let input = file::readings_path(scratch.path(), options.events, options.seed);
+    if options.modes.contains(&Mode::File) || options.peers {
+        eprintln!(
+            "tidewater bench: writing {} readings to {}",
+            options.events,
+            input.display()
+        );
+        file::write_readings(&input, options.events, options.seed)
+            .map_err(|e| io_error(&input, e))?;
+    }
     let mut results = Vec::new();
     for &workload in &options.workloads {
         for &mode in &options.modes {
@@ -197,9 +214,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
                         );
                         continue;
                     }
-                    let mut result = spawn_configuration(options, configuration, scratch.path())?;
-                    result.run_started = run_started.clone();
-                    result.machine = machine.clone();
+                    let result = spawn_configuration(options, configuration, scratch.path())?;
                     eprint!(
                         "{}",
                         report::table(std::slice::from_ref(&result))
@@ -212,6 +227,19 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
                 }
             }
         }
+    }
+
+    if options.peers {
+        results.extend(compare_with_peers(
+            options,
+            &results,
+            &input,
+            scratch.path(),
+        )?);
+    }
+    for result in &mut results {
+        result.run_started = run_started.clone();
+        result.machine = machine.clone();
     }
 
     println!("\n{}", report::table(&results));
@@ -377,6 +405,7 @@ fn run_configuration(
     let pipeline = workload.pipeline();
     reset_peak_rss();
     let mut result = BenchResult {
+        system: "tidewater".to_owned(),
         workload: workload.to_string(),
         mode: mode.name().to_owned(),
         processes,
@@ -470,6 +499,28 @@ fn run_configuration(
             );
             (run.events, run.payload_bytes, run.elapsed, run.ceiling)
         }
+        Mode::File => {
+            let input = file::readings_path(scratch, options.events, options.seed);
+            let warehouse = scratch.join(format!("{label}.duckdb"));
+            let run = file::run_file(
+                &pipeline,
+                &input,
+                workers,
+                &warehouse,
+                &label,
+                options.events,
+            )?;
+            result.snapshots = run.snapshots;
+            result.output_rows = run.output_rows;
+            result.commit_p50_ms = run.commits.percentile(50.0);
+            result.commit_p99_ms = run.commits.percentile(99.0);
+            result.commit_max_ms = run.commits.max();
+            result.note = format!(
+                "ceiling: the file's chunks read and discarded; warehouse {}",
+                run.warehouse.display()
+            );
+            (run.events, run.bytes, run.elapsed, run.ceiling)
+        }
     };
     let seconds = elapsed.as_secs_f64().max(1e-9);
     result.events = events;
@@ -483,6 +534,102 @@ fn run_configuration(
     result.ceiling_ratio = Some(result.events_per_s / ceiling_rate);
     result.peak_rss_mib = peak_rss_mib();
     Ok(result)
+}
+
+/// Runs the peers on the file mode's input, checks that they and Tidewater's file-mode run
+/// (station-hourly, the most workers of the sweep; run now if the sweep had none) computed the
+/// same rows, and returns the peers' results (and Tidewater's run, if made here).
+fn compare_with_peers(
+    options: &BenchOptions,
+    results: &[BenchResult],
+    input: &Path,
+    scratch: &Path,
+) -> Result<Vec<BenchResult>, EngineError> {
+    let mut added = Vec::new();
+    let tidewater = results
+        .iter()
+        .filter(|r| r.workload == Workload::StationHourly.name() && r.mode == Mode::File.name())
+        .filter(|r| r.processes == 1)
+        .max_by_key(|r| r.workers)
+        .cloned();
+    let tidewater = match tidewater {
+        Some(result) => result,
+        None => {
+            let workers = options.workers.iter().copied().max().unwrap_or(1);
+            let configuration = Configuration {
+                workload: Workload::StationHourly,
+                mode: Mode::File,
+                processes: 1,
+                workers,
+            };
+            let result = spawn_configuration(options, configuration, scratch)?;
+            added.push(result.clone());
+            result
+        }
+    };
+    let warehouse = scratch.join(format!(
+        "{}-file-1x{}.duckdb",
+        Workload::StationHourly.name(),
+        tidewater.workers
+    ));
+    let ours = peers::station_hourly_csv(&warehouse).map_err(|e| EngineError::Config {
+        path: warehouse.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let python = peers::python();
+    let runs = peers::run_peers(&python, input, scratch)?;
+    let mut fastest: Option<(String, f64)> = None;
+    for run in &runs {
+        let theirs = std::fs::read_to_string(&run.output).map_err(|e| io_error(&run.output, e))?;
+        if let Some(difference) = peers::differences(&ours, &theirs) {
+            return Err(EngineError::Worker(format!(
+                "{} computed other rows than Tidewater on {}: {difference}",
+                run.peer,
+                input.display()
+            )));
+        }
+        let rate = run.events as f64 / run.seconds.max(1e-9);
+        // Threads the peer ran with, as its settings say (`local[2]`, `2 threads`).
+        let threads = if run.settings.contains("local[2]") || run.settings.contains("2 threads") {
+            2
+        } else {
+            1
+        };
+        if fastest.as_ref().is_none_or(|(_, best)| rate > *best) {
+            fastest = Some((run.peer.clone(), rate));
+        }
+        added.push(BenchResult {
+            system: format!("{} {}", run.peer, run.version),
+            workload: Workload::StationHourly.name().to_owned(),
+            mode: Mode::File.name().to_owned(),
+            processes: 1,
+            workers: threads,
+            events: run.events,
+            seconds: run.seconds,
+            events_per_s: rate,
+            events_per_s_per_core: rate / threads as f64,
+            mb_per_s: std::fs::metadata(input).map_or(0.0, |m| m.len() as f64)
+                / run.seconds.max(1e-9)
+                / 1e6,
+            output_rows: run.rows,
+            note: format!(
+                "{}; {:.1} s with start-up; same {} rows as Tidewater",
+                run.settings, run.total_seconds, run.rows
+            ),
+            ..BenchResult::default()
+        });
+    }
+    if let Some((peer, rate)) = fastest {
+        println!(
+            "\nTidewater file mode ({} workers) {} events/s = {:.1}x the fastest peer ({peer}, {} events/s); all computed the same {} rows",
+            tidewater.workers,
+            measure::human_count(tidewater.events_per_s),
+            tidewater.events_per_s / rate,
+            measure::human_count(rate),
+            ours.lines().count().saturating_sub(1)
+        );
+    }
+    Ok(added)
 }
 
 /// Cores, CPU model and memory, for the report.

@@ -17,6 +17,9 @@ pub struct BenchResult {
     /// When the sweep started (RFC 3339); every result of a sweep shares it.
     pub run_started: String,
     pub machine: String,
+    /// `tidewater`, or the peer system (`pyspark 4.3.0`, ...) on the same input.
+    #[serde(default)]
+    pub system: String,
     pub workload: String,
     pub mode: String,
     pub processes: usize,
@@ -51,7 +54,8 @@ pub fn table(results: &[BenchResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<15} {:<7} {:>3} {:>3} {:>10} {:>9} {:>9} {:>7} {:>9} {:>6} {:>22} {:>15} {:>8}",
+        "{:<15} {:<15} {:<7} {:>3} {:>3} {:>10} {:>9} {:>9} {:>7} {:>9} {:>6} {:>22} {:>15} {:>8}",
+        "system",
         "workload",
         "mode",
         "P",
@@ -77,7 +81,8 @@ pub fn table(results: &[BenchResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<15} {:<7} {:>3} {:>3} {:>10} {:>9} {:>9} {:>7.1} {:>9} {:>6} {:>22} {:>15} {:>8}",
+            "{:<15} {:<15} {:<7} {:>3} {:>3} {:>10} {:>9} {:>9} {:>7.1} {:>9} {:>6} {:>22} {:>15} {:>8}",
+            r.system,
             r.workload,
             r.mode,
             r.processes,
@@ -116,7 +121,7 @@ pub fn append_duckdb(path: &Path, results: &[BenchResult]) -> duckdb::Result<()>
     let mut conn = Connection::open(path)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS bench_results (
-            run_started VARCHAR, machine VARCHAR, workload VARCHAR, mode VARCHAR,
+            run_started VARCHAR, machine VARCHAR, system VARCHAR, workload VARCHAR, mode VARCHAR,
             processes INTEGER, workers INTEGER, events BIGINT, seconds DOUBLE,
             events_per_s DOUBLE, events_per_s_per_core DOUBLE, mb_per_s DOUBLE,
             ceiling_events_per_s DOUBLE, ceiling_ratio DOUBLE,
@@ -131,6 +136,7 @@ pub fn append_duckdb(path: &Path, results: &[BenchResult]) -> duckdb::Result<()>
             appender.append_row(params![
                 r.run_started,
                 r.machine,
+                r.system,
                 r.workload,
                 r.mode,
                 r.processes as i64,
@@ -170,7 +176,10 @@ pub fn scaling_svg(results: &[BenchResult], title: &str) -> String {
     let (left, right, top, bottom) = (80.0, 220.0, 40.0, 50.0);
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for r in results {
-        let name = format!("{} {} P={}", r.workload, r.mode, r.processes);
+        let name = match r.system.as_str() {
+            "" | "tidewater" => format!("{} {} P={}", r.workload, r.mode, r.processes),
+            peer => format!("{peer} {}", r.workload),
+        };
         let point = ((r.processes * r.workers) as f64, r.events_per_s);
         match series.iter_mut().find(|(n, _)| *n == name) {
             Some((_, points)) => points.push(point),

@@ -1,0 +1,166 @@
+//! `file` mode: generated readings written once to a JSON-lines file, then read by the file
+//! source connector, end to end into a DuckDB warehouse. The ceiling reads the same file with
+//! the same chunks and the same line reader, discarding every line.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tidewater_connectors::file::{plan_file, ChunkReader, FileSourceConfig, DEFAULT_CHUNKS};
+use tidewater_connectors::{ConnectorError, GeneratorConfig, SourceControl, TurnstileGenerator};
+
+use super::measure::{Latencies, ProgressBar};
+use crate::engine::{run, RunOptions};
+use crate::error::EngineError;
+use crate::pipeline::Pipeline;
+
+/// The input file of a sweep: the same for every file-mode configuration and for the peers.
+pub fn readings_path(scratch: &Path, events: u64, seed: u64) -> PathBuf {
+    scratch.join(format!("readings-{events}-{seed}.jsonl"))
+}
+
+/// Writes `events` generated readings (one generator, `seed`) as JSON lines, unless the file is
+/// there already. Returns its size in bytes.
+pub fn write_readings(path: &Path, events: u64, seed: u64) -> std::io::Result<u64> {
+    if let Ok(metadata) = std::fs::metadata(path) {
+        return Ok(metadata.len());
+    }
+    let partial = path.with_extension("partial");
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
+    let generator = TurnstileGenerator::new(GeneratorConfig {
+        seed,
+        ..GeneratorConfig::default()
+    });
+    for reading in generator.take(events as usize) {
+        out.write_all(reading.to_json().as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// What a file-mode run measured.
+#[derive(Clone, Debug, Default)]
+pub struct FileRun {
+    pub events: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub snapshots: u64,
+    pub output_rows: u64,
+    pub commits: Latencies,
+    pub ceiling: Duration,
+    pub warehouse: PathBuf,
+}
+
+/// Runs `pipeline` with its first source reading `input`, into `warehouse`.
+pub fn run_file(
+    pipeline: &Pipeline,
+    input: &Path,
+    workers: usize,
+    warehouse: &Path,
+    label: &str,
+    events: u64,
+) -> Result<FileRun, EngineError> {
+    let mut pipeline = pipeline.clone();
+    let source = &mut pipeline.config.sources[0];
+    source.path = Some(input.to_owned());
+    source.brokers.clear();
+    source.topic.clear();
+    pipeline.config.warehouse.path = warehouse.to_owned();
+    let pipeline = Pipeline::new(pipeline.config).map_err(|detail| EngineError::Config {
+        path: input.display().to_string(),
+        detail,
+    })?;
+    let commits = Arc::new(Mutex::new((Latencies::default(), 0u64)));
+    let hook_commits = Arc::clone(&commits);
+    let control = SourceControl::new();
+    let bar_control = Arc::clone(&control);
+    let bar = ProgressBar::start(format!("{label} engine"), events, move || {
+        bar_control.records_in()
+    });
+    let summary = run(
+        &pipeline,
+        RunOptions {
+            workers,
+            exit_at_end: true,
+            on_commit: Some(Arc::new(move |_, info| {
+                let mut commits = hook_commits.lock().unwrap_or_else(|e| e.into_inner());
+                commits.0.push(info.duration);
+                commits.1 += info.rows_upserted + info.rows_deleted;
+            })),
+            ..RunOptions::default()
+        },
+        control,
+    )?;
+    drop(bar);
+    let (commits, output_rows) =
+        std::mem::take(&mut *commits.lock().unwrap_or_else(|e| e.into_inner()));
+    let bytes = std::fs::metadata(input).map_or(0, |m| m.len());
+    let ceiling = read_and_discard(input, workers, events)?;
+    Ok(FileRun {
+        events: summary.records_in,
+        bytes,
+        elapsed: summary.elapsed,
+        snapshots: summary.snapshots,
+        output_rows,
+        commits,
+        ceiling,
+        warehouse: warehouse.to_owned(),
+    })
+}
+
+/// The input path alone: the file's chunks (as the source plans them) read line by line with
+/// the source's reader on `workers` threads, round robin, every line discarded.
+fn read_and_discard(input: &Path, workers: usize, events: u64) -> Result<Duration, EngineError> {
+    let (plan, _) = plan_file(&FileSourceConfig {
+        path: input.to_owned(),
+        chunks: DEFAULT_CHUNKS,
+        read_batch: 1024,
+    })?;
+    let chunks: Vec<(i32, i64, i64)> = plan
+        .start_offsets
+        .iter()
+        .map(|(p, start)| (*p, *start, plan.high_watermarks[p]))
+        .collect();
+    let started = Instant::now();
+    let results: Vec<Result<u64, std::io::Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let mine: Vec<(i32, i64, i64)> = chunks
+                    .iter()
+                    .filter(|(p, _, _)| *p as usize % workers == worker)
+                    .copied()
+                    .collect();
+                scope.spawn(move || -> Result<u64, std::io::Error> {
+                    let mut lines = 0;
+                    for (_, start, end) in mine {
+                        let mut reader = ChunkReader::open(input, start, end)?;
+                        while let Some(line) = reader.next_line()? {
+                            lines += u64::from(!std::hint::black_box(line).is_blank());
+                        }
+                    }
+                    Ok(lines)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Ok(0)))
+            .collect()
+    });
+    let mut lines = 0;
+    for result in results {
+        lines += result.map_err(|e| EngineError::Config {
+            path: input.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    }
+    if lines != events {
+        return Err(EngineError::from(ConnectorError::Config(format!(
+            "the read-and-discard ceiling read {lines} lines of {events}"
+        ))));
+    }
+    Ok(started.elapsed())
+}
