@@ -147,11 +147,17 @@ mod tests {
         assert_eq!((layout.chunks, plan.high_watermarks[&0]), (1, 4));
         let (_, layout) = plan_of(b"", 8);
         assert_eq!(layout.chunks, 1);
-        // One line of 200 KiB then a short one: no boundary falls inside the long line.
+        // One line of 200 KiB then a short one: both boundaries that fall inside the long
+        // line move to the next line start, which makes one chunk boundary, not two.
         let mut text = vec![b'x'; 200 * 1024];
         text.extend_from_slice(b"\nshort\n");
         let (plan, _) = plan_of(&text, 3);
-        assert_eq!(plan.start_offsets.len(), 1, "{plan:?}");
+        let short = 200 * 1024 + 1;
+        assert_eq!(
+            plan.start_offsets.values().copied().collect::<Vec<_>>(),
+            vec![0, short],
+            "{plan:?}"
+        );
     }
 
     #[test]
