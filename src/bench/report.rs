@@ -203,7 +203,29 @@ pub fn scaling_svg(results: &[BenchResult], title: &str) -> String {
             (x - 1.0) / (max_x - 1.0) * plot_w
         }
     };
-    let y_of = |y: f64| top + plot_h - y / max_y * plot_h;
+    // Workloads a hundred times apart share the plot on a log scale (one decade per grid line).
+    let min_y = results
+        .iter()
+        .map(|r| r.events_per_s)
+        .filter(|y| *y > 0.0)
+        .fold(max_y, f64::min);
+    let log_scale = max_y / min_y.max(1.0) > 20.0;
+    let low = 10f64.powf(min_y.max(1.0).log10().floor());
+    let high = 10f64.powf(max_y.log10().ceil());
+    let y_of = |y: f64| match log_scale {
+        true => {
+            let fraction = (y.max(low).log10() - low.log10()) / (high.log10() - low.log10());
+            top + plot_h - fraction * plot_h
+        }
+        false => top + plot_h - y / max_y * plot_h,
+    };
+    let ticks: Vec<f64> = match log_scale {
+        true => {
+            let decades = (high.log10() - low.log10()).round() as i32;
+            (0..=decades).map(|d| low * 10f64.powi(d)).collect()
+        }
+        false => (0..=4).map(|step| max_y * f64::from(step) / 4.0).collect(),
+    };
 
     let mut svg = String::new();
     let _ = writeln!(
@@ -217,8 +239,7 @@ pub fn scaling_svg(results: &[BenchResult], title: &str) -> String {
         left + plot_w / 2.0,
         escape(title)
     );
-    for step in 0..=4 {
-        let value = max_y * f64::from(step) / 4.0;
+    for value in ticks {
         let y = y_of(value);
         let _ = writeln!(
             svg,
@@ -348,6 +369,15 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(text.contains("\"events_per_s\":1900.0"));
+    }
+
+    #[test]
+    fn rates_far_apart_share_a_log_scale() {
+        let svg = scaling_svg(&[result(1, 300_000.0), result(2, 12_000_000.0)], "t");
+        // Grid lines at 100k, 1M, 10M and 100M.
+        for label in [">100.0k<", ">1.00M<", ">10.00M<", ">100.00M<"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
     }
 
     #[test]
