@@ -4,14 +4,13 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidewater_connectors::file::{plan_file, ChunkReader, FileSourceConfig, DEFAULT_CHUNKS};
-use tidewater_connectors::{ConnectorError, GeneratorConfig, SourceControl, TurnstileGenerator};
+use tidewater_connectors::{ConnectorError, GeneratorConfig, TurnstileGenerator};
 
-use super::measure::{Latencies, ProgressBar};
-use crate::engine::{run, RunOptions};
+use super::measure::Latencies;
+use super::{run_to_end, EngineRun};
 use crate::error::EngineError;
 use crate::pipeline::Pipeline;
 
@@ -73,30 +72,11 @@ pub fn run_file(
         path: input.display().to_string(),
         detail,
     })?;
-    let commits = Arc::new(Mutex::new((Latencies::default(), 0u64)));
-    let hook_commits = Arc::clone(&commits);
-    let control = SourceControl::new();
-    let bar_control = Arc::clone(&control);
-    let bar = ProgressBar::start(format!("{label} engine"), events, move || {
-        bar_control.records_in()
-    });
-    let summary = run(
-        &pipeline,
-        RunOptions {
-            workers,
-            exit_at_end: true,
-            on_commit: Some(Arc::new(move |_, info| {
-                let mut commits = hook_commits.lock().unwrap_or_else(|e| e.into_inner());
-                commits.0.push(info.duration);
-                commits.1 += info.rows_upserted + info.rows_deleted;
-            })),
-            ..RunOptions::default()
-        },
-        control,
-    )?;
-    drop(bar);
-    let (commits, output_rows) =
-        std::mem::take(&mut *commits.lock().unwrap_or_else(|e| e.into_inner()));
+    let EngineRun {
+        summary,
+        commits,
+        output_rows,
+    } = run_to_end(&pipeline, workers, events, label)?;
     let bytes = std::fs::metadata(input).map_or(0, |m| m.len());
     let ceiling = read_and_discard(input, workers, events)?;
     Ok(FileRun {

@@ -25,6 +25,7 @@ use tidewater_connectors::{
 };
 
 use super::measure::{Latencies, ProgressBar};
+use super::{run_to_end, EngineRun};
 use crate::engine::{run, RunOptions};
 use crate::error::EngineError;
 use crate::pipeline::Pipeline;
@@ -116,30 +117,11 @@ pub fn run_kafka(
         pipeline
     };
     let engine_pipeline = pipeline_at(&topic, &format!("{label}-throughput.duckdb"));
-    let commits = Arc::new(Mutex::new((Latencies::default(), 0u64)));
-    let hook_commits = Arc::clone(&commits);
-    let control = SourceControl::new();
-    let bar_control = Arc::clone(&control);
-    let bar = ProgressBar::start(format!("{label} engine"), bench.events, move || {
-        bar_control.records_in()
-    });
-    let summary = run(
-        &engine_pipeline,
-        RunOptions {
-            workers: bench.workers,
-            exit_at_end: true,
-            on_commit: Some(Arc::new(move |_, info| {
-                let mut commits = hook_commits.lock().unwrap_or_else(|e| e.into_inner());
-                commits.0.push(info.duration);
-                commits.1 += info.rows_upserted + info.rows_deleted;
-            })),
-            ..RunOptions::default()
-        },
-        control,
-    )?;
-    drop(bar);
-    let (commit_latencies, output_rows) =
-        std::mem::take(&mut *commits.lock().unwrap_or_else(|e| e.into_inner()));
+    let EngineRun {
+        summary,
+        commits: commit_latencies,
+        output_rows,
+    } = run_to_end(&engine_pipeline, bench.workers, bench.events, label)?;
 
     // 2. Ceiling: consume and discard the same topic.
     let source = engine_pipeline.config.sources[0].kafka();

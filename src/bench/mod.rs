@@ -20,19 +20,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidewater_connectors::EmbeddedBroker;
+use tidewater_connectors::{EmbeddedBroker, SourceControl};
 use tidewater_dataflows::nexmark::Query;
 
 use crate::cluster::{timely_config, ClusterOptions};
 use crate::demo::TURNSTILE_PIPELINE;
+use crate::engine::{RunOptions, RunSummary};
 use crate::error::EngineError;
 use crate::launcher::free_loopback_addresses;
 use crate::pipeline::Pipeline;
 use kafka::{Broker, KafkaBench};
-use measure::{available_cores, peak_rss_mib, reset_peak_rss, ProgressBar};
+use measure::{available_cores, peak_rss_mib, reset_peak_rss, Latencies, ProgressBar};
 use report::BenchResult;
 
 /// What is computed.
@@ -488,9 +489,7 @@ fn run_configuration(
             )?;
             result.snapshots = run.snapshots;
             result.output_rows = run.output_rows;
-            result.commit_p50_ms = run.commits.percentile(50.0);
-            result.commit_p99_ms = run.commits.percentile(99.0);
-            result.commit_max_ms = run.commits.max();
+            note_commits(&mut result, &run.commits);
             result.freshness_p50_ms = run.freshness.percentile(50.0);
             result.freshness_p99_ms = run.freshness.percentile(99.0);
             result.note = format!(
@@ -512,9 +511,7 @@ fn run_configuration(
             )?;
             result.snapshots = run.snapshots;
             result.output_rows = run.output_rows;
-            result.commit_p50_ms = run.commits.percentile(50.0);
-            result.commit_p99_ms = run.commits.percentile(99.0);
-            result.commit_max_ms = run.commits.max();
+            note_commits(&mut result, &run.commits);
             result.note = format!(
                 "ceiling: the file's chunks read and discarded; warehouse {}",
                 run.warehouse.display()
@@ -630,6 +627,60 @@ fn compare_with_peers(
         );
     }
     Ok(added)
+}
+
+/// What an engine run to the end of its input measured.
+pub struct EngineRun {
+    pub summary: RunSummary,
+    pub commits: Latencies,
+    /// Rows upserted and deleted over all commits.
+    pub output_rows: u64,
+}
+
+/// Runs `pipeline` to the end of its input on `workers` (`--exit-at-end`), with a progress bar
+/// over `events`, recording each commit's latency and rows.
+pub fn run_to_end(
+    pipeline: &Pipeline,
+    workers: usize,
+    events: u64,
+    label: &str,
+) -> Result<EngineRun, EngineError> {
+    let commits = Arc::new(Mutex::new((Latencies::default(), 0u64)));
+    let hook_commits = Arc::clone(&commits);
+    let control = SourceControl::new();
+    let bar_control = Arc::clone(&control);
+    let bar = ProgressBar::start(format!("{label} engine"), events, move || {
+        bar_control.records_in()
+    });
+    let summary = crate::engine::run(
+        pipeline,
+        RunOptions {
+            workers,
+            exit_at_end: true,
+            on_commit: Some(Arc::new(move |_, info| {
+                let mut commits = hook_commits.lock().unwrap_or_else(|e| e.into_inner());
+                commits.0.push(info.duration);
+                commits.1 += info.rows_upserted + info.rows_deleted;
+            })),
+            ..RunOptions::default()
+        },
+        control,
+    )?;
+    drop(bar);
+    let (commits, output_rows) =
+        std::mem::take(&mut *commits.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(EngineRun {
+        summary,
+        commits,
+        output_rows,
+    })
+}
+
+/// Fills a result's commit latency figures.
+fn note_commits(result: &mut BenchResult, commits: &Latencies) {
+    result.commit_p50_ms = commits.percentile(50.0);
+    result.commit_p99_ms = commits.percentile(99.0);
+    result.commit_max_ms = commits.max();
 }
 
 /// Cores, CPU model and memory, for the report.
