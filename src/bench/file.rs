@@ -68,10 +68,8 @@ pub fn run_file(
     source.brokers.clear();
     source.topic.clear();
     pipeline.config.warehouse.path = warehouse.to_owned();
-    let pipeline = Pipeline::new(pipeline.config).map_err(|detail| EngineError::Config {
-        path: input.display().to_string(),
-        detail,
-    })?;
+    let pipeline = Pipeline::new(pipeline.config)
+        .map_err(|detail| EngineError::Bench(format!("{}: {detail}", input.display())))?;
     let EngineRun {
         summary,
         commits,
@@ -132,10 +130,7 @@ fn read_and_discard(input: &Path, workers: usize, events: u64) -> Result<Duratio
     });
     let mut lines = 0;
     for result in results {
-        lines += result.map_err(|e| EngineError::Config {
-            path: input.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        lines += result.map_err(|e| EngineError::Bench(format!("{}: {e}", input.display())))?;
     }
     if lines != events {
         return Err(EngineError::from(ConnectorError::Config(format!(

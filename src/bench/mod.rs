@@ -191,6 +191,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
             .map_err(|e| io_error(&input, e))?;
     }
     let mut results = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for &workload in &options.workloads {
         for &mode in &options.modes {
             for &processes in &options.processes {
@@ -215,7 +216,16 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
                         );
                         continue;
                     }
-                    let result = spawn_configuration(options, configuration, scratch.path())?;
+                    // A failed configuration is reported and the sweep goes on; the sweep
+                    // fails at the end, after writing what it measured.
+                    let result = match spawn_configuration(options, configuration, scratch.path()) {
+                        Ok(result) => result,
+                        Err(error) => {
+                            eprintln!("tidewater bench: error: {error}");
+                            failures.push(error.to_string());
+                            continue;
+                        }
+                    };
                     eprint!(
                         "{}",
                         report::table(std::slice::from_ref(&result))
@@ -231,12 +241,13 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
     }
 
     if options.peers {
-        results.extend(compare_with_peers(
-            options,
-            &results,
-            &input,
-            scratch.path(),
-        )?);
+        match compare_with_peers(options, &results, &input, scratch.path()) {
+            Ok(peers) => results.extend(peers),
+            Err(error) => {
+                eprintln!("tidewater bench: error: {error}");
+                failures.push(error.to_string());
+            }
+        }
     }
     for result in &mut results {
         result.run_started = run_started.clone();
@@ -247,10 +258,8 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
     let jsonl = options.out.join("results.jsonl");
     report::append_jsonl(&jsonl, &results).map_err(|e| io_error(&jsonl, e))?;
     let duckdb = options.out.join("results.duckdb");
-    report::append_duckdb(&duckdb, &results).map_err(|e| EngineError::Config {
-        path: duckdb.display().to_string(),
-        detail: e.to_string(),
-    })?;
+    report::append_duckdb(&duckdb, &results)
+        .map_err(|e| EngineError::Bench(format!("{}: {e}", duckdb.display())))?;
     let svg = options.out.join("scaling.svg");
     let title = format!(
         "Tidewater events/s, {} events per run, {machine}",
@@ -263,6 +272,13 @@ pub fn run_bench(options: &BenchOptions) -> Result<Vec<BenchResult>, EngineError
         duckdb.display(),
         svg.display()
     );
+    if !failures.is_empty() {
+        return Err(EngineError::Bench(format!(
+            "{} of the sweep's configurations failed (the others are reported above): {}",
+            failures.len(),
+            failures.join("; ")
+        )));
+    }
     Ok(results)
 }
 
@@ -275,7 +291,7 @@ fn spawn_configuration(
     scratch: &Path,
 ) -> Result<BenchResult, EngineError> {
     let exe = std::env::current_exe()
-        .map_err(|e| EngineError::Worker(format!("finding the tidewater binary: {e}")))?;
+        .map_err(|e| EngineError::Bench(format!("finding the tidewater binary: {e}")))?;
     let Configuration {
         workload,
         mode,
@@ -318,7 +334,7 @@ fn spawn_configuration(
         }
         let child = command
             .spawn()
-            .map_err(|e| EngineError::Worker(format!("starting a benchmark process: {e}")))?;
+            .map_err(|e| EngineError::Bench(format!("starting a benchmark process: {e}")))?;
         children.push(child);
     }
     let mut result = None;
@@ -326,7 +342,7 @@ fn spawn_configuration(
     for (process, child) in children.into_iter().enumerate() {
         let output = child
             .wait_with_output()
-            .map_err(|e| EngineError::Worker(format!("waiting for a benchmark process: {e}")))?;
+            .map_err(|e| EngineError::Bench(format!("waiting for a benchmark process: {e}")))?;
         if !output.status.success() {
             failure.get_or_insert(format!(
                 "{workload} {} {processes}x{workers}: benchmark process {process} failed ({})",
@@ -339,16 +355,16 @@ fn spawn_configuration(
             let text = String::from_utf8_lossy(&output.stdout);
             let line = text.lines().last().unwrap_or_default();
             result = Some(serde_json::from_str::<BenchResult>(line).map_err(|e| {
-                EngineError::Worker(format!(
+                EngineError::Bench(format!(
                     "reading a benchmark process's result {line:?}: {e}"
                 ))
             })?);
         }
     }
     match (failure, result) {
-        (Some(failure), _) => Err(EngineError::Worker(failure)),
+        (Some(failure), _) => Err(EngineError::Bench(failure)),
         (None, Some(result)) => Ok(result),
-        (None, None) => Err(EngineError::Worker("no benchmark result".to_owned())),
+        (None, None) => Err(EngineError::Bench("no benchmark result".to_owned())),
     }
 }
 
@@ -382,8 +398,7 @@ fn run_child(options: &BenchOptions, role: &ChildRole) -> Result<Vec<BenchResult
         cluster,
     )?;
     if role.process == 0 {
-        let line =
-            serde_json::to_string(&result).map_err(|e| EngineError::Worker(e.to_string()))?;
+        let line = serde_json::to_string(&result).map_err(|e| EngineError::Bench(e.to_string()))?;
         println!("{line}");
     }
     Ok(vec![result])
@@ -569,17 +584,15 @@ fn compare_with_peers(
         Workload::StationHourly.name(),
         tidewater.workers
     ));
-    let ours = peers::station_hourly_csv(&warehouse).map_err(|e| EngineError::Config {
-        path: warehouse.display().to_string(),
-        detail: e.to_string(),
-    })?;
+    let ours = peers::station_hourly_csv(&warehouse)
+        .map_err(|e| EngineError::Bench(format!("{}: {e}", warehouse.display())))?;
     let python = peers::python();
     let runs = peers::run_peers(&python, input, scratch)?;
     let mut fastest: Option<(String, f64)> = None;
     for run in &runs {
         let theirs = std::fs::read_to_string(&run.output).map_err(|e| io_error(&run.output, e))?;
         if let Some(difference) = peers::differences(&ours, &theirs) {
-            return Err(EngineError::Worker(format!(
+            return Err(EngineError::Bench(format!(
                 "{} computed other rows than Tidewater on {}: {difference}",
                 run.peer,
                 input.display()
@@ -704,8 +717,5 @@ pub fn machine_description() -> String {
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> EngineError {
-    EngineError::Config {
-        path: path.display().to_string(),
-        detail: error.to_string(),
-    }
+    EngineError::Bench(format!("{}: {error}", path.display()))
 }

@@ -72,11 +72,11 @@ pub fn run_peers(python: &str, input: &Path, scratch: &Path) -> Result<Vec<PeerR
             .arg(input)
             .arg(&output)
             .output()
-            .map_err(|e| EngineError::Worker(format!("starting {peer}: {e}")))?;
+            .map_err(|e| EngineError::Bench(format!("starting {peer}: {e}")))?;
         if !finished.status.success() {
             let stderr = String::from_utf8_lossy(&finished.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            return Err(EngineError::Worker(format!(
+            return Err(EngineError::Bench(format!(
                 "{peer} failed ({}): {}",
                 finished.status,
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -85,7 +85,7 @@ pub fn run_peers(python: &str, input: &Path, scratch: &Path) -> Result<Vec<PeerR
         let stdout = String::from_utf8_lossy(&finished.stdout);
         let line = stdout.lines().last().unwrap_or_default();
         let mut run: PeerRun = serde_json::from_str(line)
-            .map_err(|e| EngineError::Worker(format!("{peer} printed {line:?}: {e}")))?;
+            .map_err(|e| EngineError::Bench(format!("{peer} printed {line:?}: {e}")))?;
         run.output = output;
         runs.push(run);
     }
@@ -146,10 +146,7 @@ pub fn differences(ours: &str, theirs: &str) -> Option<String> {
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> EngineError {
-    EngineError::Config {
-        path: path.display().to_string(),
-        detail: error.to_string(),
-    }
+    EngineError::Bench(format!("{}: {error}", path.display()))
 }
 
 #[cfg(test)]
