@@ -5,8 +5,22 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tidewater_dataflows::Epoch;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
 use crate::error::ConnectorError;
 use crate::kafka::SkippedOffsets;
+
+/// How many epochs a source may run ahead of the epochs the dataflow has finished: beyond that
+/// it stops reading (backpressure), so records never pile up in memory in front of a slow
+/// pipeline, and what was read is soon committed.
+pub const MAX_EPOCHS_AHEAD: Epoch = 2;
+
+/// Whether a source at epoch `current` must wait for the dataflow (`processed` probes its
+/// output): the dataflow is more than [`MAX_EPOCHS_AHEAD`] epochs behind.
+pub fn dataflow_behind(processed: &ProbeHandle<Epoch>, current: Epoch) -> bool {
+    current >= MAX_EPOCHS_AHEAD && processed.less_than(&(current - MAX_EPOCHS_AHEAD))
+}
 
 /// Shared between the source operators of all workers and whoever runs them: stop requests,
 /// the end of a bounded run, the first fatal error, and counters for progress displays.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::Input as CollectionInput;
+use tidewater_connectors::control::dataflow_behind;
 use tidewater_connectors::{GeneratorConfig, TurnstileGenerator};
 use tidewater_dataflows::nexmark::{
     build_query, NexmarkConfig, NexmarkEvent, NexmarkGenerator, Query,
@@ -25,8 +26,6 @@ use timely::dataflow::operators::Probe;
 use super::measure::Latencies;
 use crate::pipeline::Pipeline;
 
-/// Epochs the input may run ahead of the output, as the Kafka source allows.
-const MAX_EPOCHS_AHEAD: u64 = 2;
 /// Records generated between two looks at the clock and the dataflow: small enough that the
 /// dataflow takes them while they are in cache.
 const BATCH: u64 = 1024;
@@ -61,7 +60,7 @@ struct Feed {
 
 /// Feeds `feed.share` events: `send(n)` gives the dataflow `n` more (returning their bytes),
 /// `close(records_in_epoch, sent)` ends the current epoch and returns the next one. Steps the
-/// worker as it goes, holds back while the output is more than `MAX_EPOCHS_AHEAD` epochs
+/// worker as it goes, holds back while the output is more than two epochs
 /// behind, and records freshness on worker 0. Returns (events, bytes, freshness, epochs).
 fn drive(
     worker: &mut timely::worker::Worker,
@@ -105,7 +104,7 @@ fn drive(
             deadline = now + feed.interval;
         }
         worker.step();
-        while epoch >= MAX_EPOCHS_AHEAD && processed.less_than(&(epoch - MAX_EPOCHS_AHEAD)) {
+        while dataflow_behind(processed, epoch) {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         observe(&mut pending, &mut completed);

@@ -29,16 +29,12 @@ use timely::dataflow::{Scope, StreamVec};
 
 use super::lines::ChunkReader;
 use super::FileSourceConfig;
-use crate::control::SourceControl;
+use crate::control::{dataflow_behind, SourceControl};
 use crate::error::ConnectorError;
 use crate::kafka::SourcePlan;
 
 /// How long a source that may not read (backpressure) waits before it looks again.
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(5);
-
-/// How many epochs the source may run ahead of the epochs the dataflow has finished (as the
-/// Kafka source: records never pile up in front of a slow pipeline).
-const MAX_EPOCHS_AHEAD: Epoch = 2;
 
 /// One chunk of this worker and the lines read from it in the current epoch.
 struct Chunk {
@@ -168,10 +164,7 @@ pub fn file_source<'scope>(
             }
             let stopping = control.stop_requested();
             let current = *state.records_cap.time();
-            if !stopping
-                && current >= MAX_EPOCHS_AHEAD
-                && processed.less_than(&(current - MAX_EPOCHS_AHEAD))
-            {
+            if !stopping && dataflow_behind(&processed, current) {
                 activator.activate_after(BACKPRESSURE_WAIT);
                 return;
             }

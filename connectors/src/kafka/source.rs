@@ -38,16 +38,11 @@ use timely::dataflow::{Scope, StreamVec};
 use super::client::consumer_config;
 use super::plan::{fetch_watermarks, SourcePlan};
 use super::{KafkaSourceConfig, OffsetReset, SkippedOffsets};
-use crate::control::SourceControl;
+use crate::control::{dataflow_behind, SourceControl};
 use crate::error::ConnectorError;
 
 /// Longest pause of an idle source before it polls again; bounds the latency an idle worker adds.
 const IDLE_POLL: Duration = Duration::from_millis(5);
-
-/// How many epochs the source may run ahead of the epochs the dataflow has finished: beyond
-/// that it stops reading (backpressure), so records never pile up in memory in front of a slow
-/// pipeline, and what was read is soon committed.
-const MAX_EPOCHS_AHEAD: Epoch = 2;
 
 /// Position of one assigned partition.
 struct PartitionPosition {
@@ -230,7 +225,7 @@ pub struct Alignment {
 }
 
 /// `processed` is a probe on the dataflow's output: the source reads only while the dataflow
-/// is at most `MAX_EPOCHS_AHEAD` epochs behind it.
+/// is at most `MAX_EPOCHS_AHEAD` epochs behind it (see `dataflow_behind`).
 pub fn kafka_source<'scope>(
     scope: Scope<'scope, Epoch>,
     config: &KafkaSourceConfig,
@@ -320,10 +315,7 @@ pub fn kafka_source<'scope>(
             }
             let stopping = control.stop_requested();
             let current = *state.records_cap.time();
-            if !stopping
-                && current >= MAX_EPOCHS_AHEAD
-                && processed.less_than(&(current - MAX_EPOCHS_AHEAD))
-            {
+            if !stopping && dataflow_behind(&processed, current) {
                 // Backpressure: the dataflow is behind; read again once it has caught up.
                 activator.activate_after(IDLE_POLL);
                 return;
