@@ -169,7 +169,10 @@ mod tests {
         drop(std::hint::black_box(buffer));
         assert!(reset_peak_rss());
         let after = peak_rss_mib().expect("VmHWM");
-        assert!(after < peak - 128.0, "peak {peak} MiB, after the reset {after} MiB");
+        assert!(
+            after < peak - 128.0,
+            "peak {peak} MiB, after the reset {after} MiB"
+        );
     }
 
     #[test]
