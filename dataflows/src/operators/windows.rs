@@ -118,20 +118,28 @@ impl WindowAssignment {
     }
 }
 
-/// Replaces an epoch's insertions by one partial aggregate per (window, group): the epoch's
-/// records of a key are complete here (the whole epoch is assigned at once), so this is the
-/// combiner of a map-reduce, before the arrangement's exchange and sort.
-fn combine_into_partials(inserts: &mut Vec<WindowedValue>) {
-    let mut partials: HashMap<WindowKey, Vec<Value>> = HashMap::with_capacity(inserts.len() / 4);
-    for (key, values) in inserts.drain(..) {
-        match partials.entry(key) {
-            Entry::Occupied(mut partial) => fold_into_partial(partial.get_mut(), &values),
-            Entry::Vacant(slot) => {
-                slot.insert(partial_of(&values));
+/// One epoch's partial aggregates per (window, group), folded as its events are assigned and
+/// emitted once the epoch's last event has been: the combiner of a map-reduce, before the
+/// arrangement's exchange and sort. Folding a whole epoch (not each input batch) is what makes
+/// it pay: a batch of a thousand readings has almost as many keys as readings, an epoch of
+/// hundreds of thousands has only the keys its windows touch, so the arrangement sorts and
+/// holds that many rows instead of one per event.
+struct EpochPartials {
+    cap: Capability<Epoch>,
+    partials: HashMap<WindowKey, Vec<Value>>,
+}
+
+impl EpochPartials {
+    fn fold(&mut self, inserts: &mut Vec<WindowedValue>) {
+        for (key, values) in inserts.drain(..) {
+            match self.partials.entry(key) {
+                Entry::Occupied(mut partial) => fold_into_partial(partial.get_mut(), &values),
+                Entry::Vacant(slot) => {
+                    slot.insert(partial_of(&values));
+                }
             }
         }
     }
-    inserts.extend(partials);
 }
 
 /// Events stashed until the watermark that decides their lateness is known.
@@ -179,6 +187,7 @@ impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
             // Source watermarks by epoch; `floor` holds the largest one of pruned epochs.
             let mut watermarks: BTreeMap<Epoch, EventTime> = BTreeMap::new();
             let mut floor = i64::MIN;
+            let mut partials: BTreeMap<Epoch, EpochPartials> = BTreeMap::new();
             let mut inserts = Vec::new();
             let mut late = Vec::new();
             move |frontiers| {
@@ -216,7 +225,13 @@ impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
                         assignment.assign(event, watermark, &mut inserts, &mut late);
                     }
                     if assignment.partials {
-                        combine_into_partials(&mut inserts);
+                        partials
+                            .entry(epoch)
+                            .or_insert_with(|| EpochPartials {
+                                cap: batch.inserts_cap.clone(),
+                                partials: HashMap::new(),
+                            })
+                            .fold(&mut inserts);
                     }
                     if !inserts.is_empty() {
                         inserts_out
@@ -230,6 +245,18 @@ impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
                             .session(&batch.late_cap)
                             .give_container(&mut late);
                     }
+                }
+                // An epoch's partials are complete once no event of it can still come or wait.
+                while let Some(entry) = partials.first_entry() {
+                    let epoch = *entry.key();
+                    if frontiers[0].less_equal(&epoch) || waiting.contains_key(&epoch) {
+                        break;
+                    }
+                    let EpochPartials { cap, partials } = entry.remove();
+                    inserts_out
+                        .activate()
+                        .session(&cap)
+                        .give_iterator(partials.into_iter().map(|d| (d, epoch, 1)));
                 }
                 // Events still to come are at or after the events frontier; older watermarks
                 // only matter through their maximum.
