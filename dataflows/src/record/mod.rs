@@ -12,6 +12,8 @@ use crate::error::DataflowError;
 use crate::reading::EventTime;
 use crate::value::{FieldType, Value};
 
+mod scan;
+
 /// `format = "json" | "csv"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,6 +222,28 @@ impl Schema {
         self.fields.iter().position(|f| f.name == name)
     }
 
+    /// [`Schema::index_of`], looking at field `guess` first.
+    fn position_from(&self, name: &str, guess: usize) -> Option<usize> {
+        match self.fields.get(guess) {
+            Some(field) if field.name == name => Some(guess),
+            _ => self.index_of(name),
+        }
+    }
+
+    /// What the JSON value `scalar` of field `index` decodes to.
+    fn slot_of(&self, index: usize, scalar: JsonScalar<'_>) -> Slot {
+        let field = &self.fields[index];
+        match (self.kept[index], field.field_type, scalar) {
+            // Valid, but nobody reads it: not copied (borrowed from the payload unless it
+            // had escapes).
+            (false, FieldType::String, JsonScalar::Str(_)) => Slot::Skipped,
+            (_, _, scalar) => match scalar.into_value(field, &self.timestamps) {
+                Ok(value) => Slot::Value(value),
+                Err(reason) => Slot::Error(reason),
+            },
+        }
+    }
+
     pub fn event_time_index(&self) -> usize {
         self.event_time
     }
@@ -249,13 +273,16 @@ impl Schema {
     }
 
     fn decode_json(&self, payload: &[u8]) -> Result<Vec<Value>, DataflowError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(payload);
-        let mut row = RowSeed { schema: self }
-            .deserialize(&mut deserializer)
-            .map_err(|e| DataflowError::Malformed(e.to_string()))?;
-        deserializer
-            .end()
-            .map_err(|e| DataflowError::Malformed(e.to_string()))?;
+        let row = match scan::flat_object(self, payload) {
+            Some(row) => row,
+            None => self.deserialize_json(payload)?,
+        };
+        self.finish_json_row(row)
+    }
+
+    /// The row of a JSON object's slots: missing fields are NULL, and a field that is NULL
+    /// but not nullable, or had a value of the wrong type, fails the record.
+    fn finish_json_row(&self, mut row: Vec<Slot>) -> Result<Vec<Value>, DataflowError> {
         for (field, value) in self.fields.iter().zip(row.iter_mut()) {
             if let Slot::Missing = value {
                 *value = Slot::Value(Value::Null);
@@ -280,6 +307,18 @@ impl Schema {
                 _ => Value::Null,
             })
             .collect())
+    }
+
+    /// The general JSON path (serde_json), which also words every syntax error.
+    fn deserialize_json(&self, payload: &[u8]) -> Result<Vec<Slot>, DataflowError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(payload);
+        let row = RowSeed { schema: self }
+            .deserialize(&mut deserializer)
+            .map_err(|e| DataflowError::Malformed(e.to_string()))?;
+        deserializer
+            .end()
+            .map_err(|e| DataflowError::Malformed(e.to_string()))?;
+        Ok(row)
     }
 
     fn decode_csv(&self, payload: &[u8]) -> Result<Vec<Value>, DataflowError> {
@@ -425,20 +464,12 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         let mut row: Vec<Slot> = (0..self.schema.fields.len())
             .map(|_| Slot::Missing)
             .collect();
+        let mut guess = 0;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.schema.index_of(&key) {
+            match self.schema.position_from(&key, guess) {
                 Some(i) => {
-                    let field = &self.schema.fields[i];
-                    let scalar = map.next_value::<JsonScalar<'de>>()?;
-                    row[i] = match (self.schema.kept[i], field.field_type, scalar) {
-                        // Valid, but nobody reads it: not copied (borrowed from the payload
-                        // unless it had escapes).
-                        (false, FieldType::String, JsonScalar::Str(_)) => Slot::Skipped,
-                        (_, _, scalar) => match scalar.into_value(field, &self.schema.timestamps) {
-                            Ok(value) => Slot::Value(value),
-                            Err(reason) => Slot::Error(reason),
-                        },
-                    };
+                    row[i] = self.schema.slot_of(i, map.next_value::<JsonScalar<'de>>()?);
+                    guess = i + 1;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;

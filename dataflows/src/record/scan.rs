@@ -1,0 +1,329 @@
+//! The fast path of JSON decoding: one flat object whose strings have no escapes, which is
+//! what producers almost always send. It only tokenizes: each value becomes the same
+//! [`JsonScalar`] the serde path makes and goes through the same [`Schema::slot_of`], so values
+//! and field errors are identical by construction. Anything it does not handle (escapes, nested
+//! values, unusual numbers, any syntax error) makes it give up, and the serde path decodes the
+//! payload and words the error.
+
+use std::borrow::Cow;
+
+use super::{JsonScalar, Schema, Slot};
+
+/// The slots of `payload`, or `None` when the serde path must decide.
+pub(super) fn flat_object(schema: &Schema, payload: &[u8]) -> Option<Vec<Slot>> {
+    let mut scan = Scanner {
+        bytes: payload,
+        at: 0,
+    };
+    let mut row: Vec<Slot> = (0..schema.fields.len()).map(|_| Slot::Missing).collect();
+    scan.skip_whitespace();
+    scan.expect(b'{')?;
+    scan.skip_whitespace();
+    if scan.peek() == Some(b'}') {
+        scan.at += 1;
+    } else {
+        // Fields usually come in the same order in every record: look where the last one
+        // was found first.
+        let mut guess = 0;
+        loop {
+            scan.expect(b'"')?;
+            let key = scan.string_body()?;
+            scan.skip_whitespace();
+            scan.expect(b':')?;
+            scan.skip_whitespace();
+            let value = scan.scalar()?;
+            if let Some(index) = schema.position_from(key, guess) {
+                row[index] = schema.slot_of(index, value);
+                guess = index + 1;
+            }
+            scan.skip_whitespace();
+            match scan.next()? {
+                b',' => scan.skip_whitespace(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    scan.skip_whitespace();
+    (scan.at == payload.len()).then_some(row)
+}
+
+/// Whether any of the eight bytes of `word` is a quote, a backslash, a control character or not
+/// ASCII (the usual bit tricks: a byte is flagged when subtracting leaves its high bit set).
+fn needs_a_look(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    (quote | backslash | control | (word & HIGH)) != 0
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The text of a string whose opening quote was read, up to its closing quote (consumed).
+    /// Gives up on escapes and on control characters (which JSON does not allow unescaped).
+    fn string_body(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        let bytes = &self.bytes[start..];
+        // Eight bytes at a time while they are plain ASCII: most strings are short, but this is
+        // the loop every byte of a record goes through.
+        let mut length = 0;
+        while let Some(word) = bytes.get(length..length + 8) {
+            if needs_a_look(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+                break;
+            }
+            length += 8;
+        }
+        loop {
+            match *bytes.get(length)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => length += 1,
+            }
+        }
+        self.at = start + length + 1;
+        std::str::from_utf8(&bytes[..length]).ok()
+    }
+
+    fn literal(&mut self, text: &[u8], value: JsonScalar<'a>) -> Option<JsonScalar<'a>> {
+        let end = self.at + text.len();
+        (self.bytes.get(self.at..end)? == text).then(|| {
+            self.at = end;
+            value
+        })
+    }
+
+    fn scalar(&mut self) -> Option<JsonScalar<'a>> {
+        match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                self.string_body()
+                    .map(|s| JsonScalar::Str(Cow::Borrowed(s)))
+            }
+            b'n' => self.literal(b"null", JsonScalar::Null),
+            b't' => self.literal(b"true", JsonScalar::Bool(true)),
+            b'f' => self.literal(b"false", JsonScalar::Bool(false)),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// A number: small integers are read here; anything else (fractions, exponents, 19 digits
+    /// or more, `-0`, which serde_json reads as a float) by serde_json itself.
+    fn number(&mut self) -> Option<JsonScalar<'a>> {
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let digits_start = self.at;
+        let mut magnitude: i64 = 0;
+        while let Some(digit @ b'0'..=b'9') = self.peek() {
+            magnitude = magnitude
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(digit - b'0'));
+            self.at += 1;
+        }
+        let digits = self.at - digits_start;
+        let plain_integer = (1..=18).contains(&digits)
+            && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+            && (self.bytes[digits_start] != b'0' || (digits == 1 && !negative));
+        if plain_integer {
+            return Some(JsonScalar::Int(if negative {
+                -magnitude
+            } else {
+                magnitude
+            }));
+        }
+        while matches!(
+            self.peek(),
+            Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+        ) {
+            self.at += 1;
+        }
+        serde_json::from_slice(&self.bytes[start..self.at]).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FieldConfig, Format, TimestampFormat};
+    use crate::value::FieldType;
+
+    fn schema() -> Schema {
+        let field = |name: &str, field_type, nullable| FieldConfig {
+            name: name.to_owned(),
+            field_type,
+            nullable,
+        };
+        let mut schema = Schema::new(
+            Format::Json,
+            vec![
+                field("station", FieldType::String, false),
+                field("ts", FieldType::Timestamp, false),
+                field("entries", FieldType::Int, false),
+                field("ratio", FieldType::Float, true),
+                field("audit", FieldType::Bool, true),
+                field("unread", FieldType::String, true),
+            ],
+            "ts",
+            TimestampFormat::Rfc3339,
+        )
+        .unwrap();
+        schema.keep_only(&[0, 2, 3, 4]);
+        schema
+    }
+
+    /// Both paths' result for `payload`, as text; `None` from the fast path when it gave up.
+    fn both(schema: &Schema, payload: &[u8]) -> (Option<String>, String) {
+        let show = |row: Result<Vec<crate::value::Value>, _>| match row {
+            Ok(row) => format!("{row:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        let fast = flat_object(schema, payload).map(|slots| show(schema.finish_json_row(slots)));
+        let general = show(
+            schema
+                .deserialize_json(payload)
+                .and_then(|slots| schema.finish_json_row(slots)),
+        );
+        (fast, general)
+    }
+
+    const GOOD: &str = r#"{"station":"59 ST","ts":"2024-03-04T08:15:00Z","entries":12,"ratio":0.25,"audit":true,"unread":"x","extra":7}"#;
+
+    #[test]
+    fn a_word_needs_a_look_when_any_byte_is_special() {
+        assert!(!needs_a_look(u64::from_le_bytes(*b"59 ST ab")));
+        for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = special;
+                assert!(needs_a_look(u64::from_le_bytes(word)), "{special} at {at}");
+            }
+        }
+        for plain in [0x20, b'!', b'#', b'[', b']', 0x7f] {
+            assert!(!needs_a_look(u64::from_le_bytes([plain; 8])), "{plain}");
+        }
+    }
+
+    #[test]
+    fn handles_the_usual_record_and_agrees_with_serde() {
+        let schema = schema();
+        for payload in [
+            GOOD.to_owned(),
+            r#" { "entries" : -3 , "ts":"2024-03-04T08:15:00Z","station":"Ünïcode","ratio":null}
+"#
+            .to_owned(),
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":0,"ratio":3}"#.to_owned(),
+            r#"{"station":"A","station":"B","ts":"2024-03-04T08:15:00Z","entries":1}"#.to_owned(),
+            // Field errors are found on the fast path too, and worded the same.
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":"1"}"#.to_owned(),
+            r#"{"station":null,"ts":"2024-03-04T08:15:00Z","entries":1}"#.to_owned(),
+            r#"{"station":"A","ts":"yesterday","entries":1}"#.to_owned(),
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":1,"audit":1}"#.to_owned(),
+            "{}".to_owned(),
+        ] {
+            let (fast, general) = both(&schema, payload.as_bytes());
+            assert_eq!(fast.as_deref(), Some(general.as_str()), "{payload}");
+        }
+    }
+
+    #[test]
+    fn gives_up_or_agrees_on_everything_else() {
+        let schema = schema();
+        let mut payloads: Vec<String> = [
+            r#"{"station":"A \"quoted\"","ts":"2024-03-04T08:15:00Z","entries":1}"#,
+            r#"{"station":"a long station name \"x\"","ts":"2024-03-04T08:15:00Z","entries":1}"#,
+            r#"{"station":"a long Ünïcode station name","ts":"2024-03-04T08:15:00Z","entries":1}"#,
+            "{\"station\":\"a long name with a tab\there\",\"ts\":\"2024-03-04T08:15:00Z\",\"entries\":1}",
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":1,"nested":{"a":[1,2]}}"#,
+            r#"{"station":"tab	inside","ts":"2024-03-04T08:15:00Z","entries":1}"#,
+            "[1,2]",
+            "",
+            "null",
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":1} x"#,
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":1,}"#,
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":nul}"#,
+            r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":truex}"#,
+            r#"{"station":"A" "ts":"2024-03-04T08:15:00Z"}"#,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for number in [
+            "0",
+            "-0",
+            "007",
+            "-",
+            "1.5",
+            "1e3",
+            "-1E-2",
+            "1.",
+            ".5",
+            "+1",
+            "999999999999999999",
+            "-999999999999999999",
+            "1000000000000000000",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551616",
+            "1--2",
+            "1e",
+            "0x10",
+        ] {
+            for field in ["entries", "ratio", "extra"] {
+                payloads.push(format!(
+                    r#"{{"station":"A","ts":"2024-03-04T08:15:00Z","entries":1,"{field}":{number}}}"#
+                ));
+            }
+        }
+        // Every prefix of a good record: truncated messages.
+        payloads.extend((0..GOOD.len()).map(|end| GOOD[..end].to_owned()));
+        let mut handled = 0;
+        for payload in &payloads {
+            let (fast, general) = both(&schema, payload.as_bytes());
+            if let Some(fast) = fast {
+                assert_eq!(fast, general, "{payload}");
+                handled += 1;
+            }
+        }
+        assert!(
+            handled > 20,
+            "the fast path handled only {handled} payloads"
+        );
+        // Invalid UTF-8 inside a string.
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes[13] = 0xff;
+        assert!(flat_object(&schema, &bytes).is_none());
+        assert!(schema.decode(&bytes).is_err());
+    }
+}
