@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use chrono::DateTime;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::DataflowError;
 use crate::reading::{EventTime, Reading};
@@ -61,6 +61,9 @@ pub fn decode_reading(payload: &[u8]) -> Result<Reading, DataflowError> {
 
 /// Parses an RFC 3339 timestamp (with offset) into UTC microseconds.
 pub fn parse_rfc3339(field: &'static str, value: &str) -> Result<EventTime, DataflowError> {
+    if let Some(micros) = parse_utc_seconds(value.as_bytes()) {
+        return Ok(micros);
+    }
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.timestamp_micros())
         .map_err(|e| DataflowError::InvalidTimestamp {
@@ -70,45 +73,174 @@ pub fn parse_rfc3339(field: &'static str, value: &str) -> Result<EventTime, Data
         })
 }
 
+/// The common shape, `2024-03-01T08:00:00Z` (whole seconds, UTC, years 1970 to 9999), read
+/// without chrono: it is a good part of decoding a reading. Anything else, including values
+/// chrono may read differently (leap seconds, lowercase letters, offsets), is `None` and left to
+/// chrono.
+fn parse_utc_seconds(text: &[u8]) -> Option<EventTime> {
+    let [y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1, b'Z'] =
+        *text
+    else {
+        return None;
+    };
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let year = number(&[y0, y1, y2, y3])?;
+    let (month, day) = (number(&[mo0, mo1])?, number(&[d0, d1])?);
+    let (hour, minute, second) = (number(&[h0, h1])?, number(&[mi0, mi1])?, number(&[s0, s1])?);
+    let valid = year >= 1970
+        && (1..=12).contains(&month)
+        && (1..=days_in_month(year, month)).contains(&day)
+        && hour < 24
+        && minute < 60
+        && second < 60;
+    valid.then(|| {
+        let seconds =
+            days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+        seconds * 1_000_000
+    })
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date of a day since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Writes whole-second UTC microseconds from 1970 to 9999 as `2024-03-01T08:00:00Z`, as
+/// chrono's `AutoSi` format would; `false` (nothing written) for any other value.
+fn write_utc_seconds(out: &mut String, micros: EventTime) -> bool {
+    const LAST: EventTime = 253_402_300_799_000_000; // 9999-12-31T23:59:59Z
+    if !(0..=LAST).contains(&micros) || micros % 1_000_000 != 0 {
+        return false;
+    }
+    let seconds = micros / 1_000_000;
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let second_of_day = seconds % 86_400;
+    let fields = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (second_of_day / 3_600, 2, b':'),
+        (second_of_day / 60 % 60, 2, b':'),
+        (second_of_day % 60, 2, b'Z'),
+    ];
+    let mut text = [0u8; 20];
+    let mut at = 0;
+    for (value, width, separator) in fields {
+        for place in (0..width).rev() {
+            text[at + place] = b'0' + (value / 10i64.pow((width - 1 - place) as u32) % 10) as u8;
+        }
+        text[at + width] = separator;
+        at += width + 1;
+    }
+    out.push_str(std::str::from_utf8(&text).expect("digits and separators"));
+    true
+}
+
 /// Formats UTC microseconds as RFC 3339 (`2024-03-01T08:00:00Z`), the inverse of [`parse_rfc3339`].
 pub fn format_rfc3339(micros: EventTime) -> String {
+    let mut text = String::with_capacity(20);
+    if write_utc_seconds(&mut text, micros) {
+        return text;
+    }
     DateTime::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         .unwrap_or_else(|| format!("{micros}us"))
 }
 
-/// The wire form of a reading, for producers and tests: the inverse of [`decode_reading`].
-#[derive(Serialize)]
-pub struct ReadingJson<'a> {
-    pub ca: &'a str,
-    pub unit: &'a str,
-    pub scp: &'a str,
-    pub station: &'a str,
-    pub linename: &'a str,
-    pub division: &'a str,
-    pub ts: String,
-    pub desc: &'a str,
-    pub entries: i64,
-    pub exits: i64,
+impl Reading {
+    /// Encodes this reading as one JSON object, the format `decode_reading` reads: the same
+    /// text serde_json writes, written by hand because generating readings is a good part of
+    /// what a benchmark's producer does.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(192);
+        let strings = [
+            ("{\"ca\":", &self.ca),
+            (",\"unit\":", &self.unit),
+            (",\"scp\":", &self.scp),
+            (",\"station\":", &self.station),
+            (",\"linename\":", &self.linename),
+            (",\"division\":", &self.division),
+        ];
+        for (key, value) in strings {
+            out.push_str(key);
+            write_json_string(&mut out, value);
+        }
+        out.push_str(",\"ts\":\"");
+        if !write_utc_seconds(&mut out, self.ts) {
+            out.push_str(&format_rfc3339(self.ts));
+        }
+        out.push_str("\",\"desc\":");
+        write_json_string(&mut out, &self.desc);
+        out.push_str(",\"entries\":");
+        out.push_str(itoa::Buffer::new().format(self.entries));
+        out.push_str(",\"exits\":");
+        out.push_str(itoa::Buffer::new().format(self.exits));
+        out.push('}');
+        out
+    }
 }
 
-impl Reading {
-    /// Encodes this reading as one JSON object, the format `decode_reading` reads.
-    pub fn to_json(&self) -> String {
-        let wire = ReadingJson {
-            ca: &self.ca,
-            unit: &self.unit,
-            scp: &self.scp,
-            station: &self.station,
-            linename: &self.linename,
-            division: &self.division,
-            ts: format_rfc3339(self.ts),
-            desc: &self.desc,
-            entries: self.entries,
-            exits: self.exits,
-        };
-        serde_json::to_string(&wire).expect("a reading always serializes")
+/// Writes `text` as a JSON string, escaped as serde_json escapes it.
+fn write_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            control => out.push_str(&format!("\\u{control:04x}")),
+        }
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -125,6 +257,111 @@ mod tests {
         assert_eq!(r.ts, 1_709_280_000_000_000);
         assert_eq!(r.turnstile_id(), "A002/R051/02-00-00");
         assert_eq!(decode_reading(r.to_json().as_bytes()).unwrap(), r);
+    }
+
+    /// What serde_json writes for a reading: `to_json` must write the same text.
+    #[derive(serde::Serialize)]
+    struct SerdeReading<'a> {
+        ca: &'a str,
+        unit: &'a str,
+        scp: &'a str,
+        station: &'a str,
+        linename: &'a str,
+        division: &'a str,
+        ts: String,
+        desc: &'a str,
+        entries: i64,
+        exits: i64,
+    }
+
+    #[test]
+    fn to_json_writes_what_serde_json_writes() {
+        let mut reading = decode_reading(GOOD.as_bytes()).unwrap();
+        let odd = [
+            "",
+            "a\"b\\c",
+            "line\nbreak\ttab\r\u{8}\u{c}\u{1}\u{1f}",
+            "Ünïcode ✓",
+            "/",
+        ];
+        for (i, text) in odd.iter().enumerate() {
+            reading.station = (*text).to_owned();
+            reading.desc = odd[(i + 1) % odd.len()].to_owned();
+            reading.entries = [0, -1, i64::MAX, i64::MIN, 12][i];
+            reading.ts = [
+                0,
+                1_709_280_000_123_000,
+                -1_000_000,
+                1_709_280_000_000_000,
+                7,
+            ][i];
+            let expected = serde_json::to_string(&SerdeReading {
+                ca: &reading.ca,
+                unit: &reading.unit,
+                scp: &reading.scp,
+                station: &reading.station,
+                linename: &reading.linename,
+                division: &reading.division,
+                ts: DateTime::from_timestamp_micros(reading.ts)
+                    .unwrap()
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                desc: &reading.desc,
+                entries: reading.entries,
+                exits: reading.exits,
+            })
+            .unwrap();
+            assert_eq!(reading.to_json(), expected);
+        }
+    }
+
+    #[test]
+    fn the_timestamp_fast_paths_agree_with_chrono() {
+        let chrono_parse = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.timestamp_micros())
+                .ok()
+        };
+        let chrono_format = |micros| {
+            DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        };
+        // Every day from 1970 to 2100 and beyond, at varied times of day, both ways.
+        let mut seconds = 0i64;
+        while seconds < 4_200_000_000 {
+            let micros = seconds * 1_000_000;
+            let text = format_rfc3339(micros);
+            assert_eq!(text, chrono_format(micros));
+            assert_eq!(parse_utc_seconds(text.as_bytes()), Some(micros), "{text}");
+            seconds += 86_400 + 3_671;
+        }
+        assert_eq!(
+            format_rfc3339(253_402_300_799_000_000),
+            "9999-12-31T23:59:59Z"
+        );
+        // What the fast path does not take, chrono decides.
+        for text in [
+            "2024-02-29T23:59:59Z",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-04-31T00:00:00Z",
+            "2024-03-01T24:00:00Z",
+            "2024-03-01T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2024-03-01t08:00:00z",
+            "2024-03-01 08:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2024-03-01T08:00:00.5Z",
+            "2024-03-01T08:00:00+01:00",
+            "2024-0a-01T08:00:00Z",
+        ] {
+            let fast = parse_utc_seconds(text.as_bytes());
+            if fast.is_some() {
+                assert_eq!(fast, chrono_parse(text), "{text}");
+            }
+            let parsed = parse_rfc3339("ts", text).ok();
+            assert_eq!(parsed, chrono_parse(text), "{text}");
+        }
     }
 
     #[test]
