@@ -73,13 +73,16 @@ pub fn parse_rfc3339(field: &'static str, value: &str) -> Result<EventTime, Data
         })
 }
 
-/// The common shape, `2024-03-01T08:00:00Z` (whole seconds, UTC, years 1970 to 9999), read
-/// without chrono: it is a good part of decoding a reading. Anything else, including values
-/// chrono may read differently (leap seconds, lowercase letters, offsets), is `None` and left to
-/// chrono.
+/// The common shape, `2024-03-01T08:00:00Z` or `…:00.123456Z` (UTC, at most microsecond
+/// digits, years 1970 to 9999), read without chrono: it is a good part of decoding a reading.
+/// Anything else, including values chrono may read differently (leap seconds, lowercase
+/// letters, offsets, nanoseconds), is `None` and left to chrono.
 fn parse_utc_seconds(text: &[u8]) -> Option<EventTime> {
-    let [y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1, b'Z'] =
-        *text
+    let (Some(b'Z'), Some(head)) = (text.last(), text.get(..19)) else {
+        return None;
+    };
+    let [y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1] =
+        *head
     else {
         return None;
     };
@@ -87,6 +90,13 @@ fn parse_utc_seconds(text: &[u8]) -> Option<EventTime> {
         digits.iter().try_fold(0i64, |n, &d| {
             d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
         })
+    };
+    let fraction = match &text[19..text.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=6).contains(&digits.len()) => {
+            number(digits)? * 10i64.pow(6 - digits.len() as u32)
+        }
+        _ => return None,
     };
     let year = number(&[y0, y1, y2, y3])?;
     let (month, day) = (number(&[mo0, mo1])?, number(&[d0, d1])?);
@@ -100,7 +110,7 @@ fn parse_utc_seconds(text: &[u8]) -> Option<EventTime> {
     valid.then(|| {
         let seconds =
             days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-        seconds * 1_000_000
+        seconds * 1_000_000 + fraction
     })
 }
 
@@ -143,14 +153,15 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// Writes whole-second UTC microseconds from 1970 to 9999 as `2024-03-01T08:00:00Z`, as
-/// chrono's `AutoSi` format would; `false` (nothing written) for any other value.
+/// Writes UTC microseconds from 1970 to 9999 as `2024-03-01T08:00:00Z`, with `.123` or
+/// `.123456` when there is a fraction, as chrono's `AutoSi` format does; `false` (nothing
+/// written) for any other value.
 fn write_utc_seconds(out: &mut String, micros: EventTime) -> bool {
-    const LAST: EventTime = 253_402_300_799_000_000; // 9999-12-31T23:59:59Z
-    if !(0..=LAST).contains(&micros) || micros % 1_000_000 != 0 {
+    const END: EventTime = 253_402_300_800_000_000; // 10000-01-01T00:00:00Z
+    if !(0..END).contains(&micros) {
         return false;
     }
-    let seconds = micros / 1_000_000;
+    let (seconds, fraction) = (micros / 1_000_000, micros % 1_000_000);
     let (year, month, day) = civil_from_days(seconds / 86_400);
     let second_of_day = seconds % 86_400;
     let fields = [
@@ -159,18 +170,27 @@ fn write_utc_seconds(out: &mut String, micros: EventTime) -> bool {
         (day, 2, b'T'),
         (second_of_day / 3_600, 2, b':'),
         (second_of_day / 60 % 60, 2, b':'),
-        (second_of_day % 60, 2, b'Z'),
+        (second_of_day % 60, 2, b'.'),
+        (fraction, 6, b'Z'),
     ];
-    let mut text = [0u8; 20];
+    let mut text = [0u8; 27];
     let mut at = 0;
-    for (value, width, separator) in fields {
-        for place in (0..width).rev() {
-            text[at + place] = b'0' + (value / 10i64.pow((width - 1 - place) as u32) % 10) as u8;
+    for (mut value, width, separator) in fields {
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
         }
         text[at + width] = separator;
         at += width + 1;
     }
-    out.push_str(std::str::from_utf8(&text).expect("digits and separators"));
+    let text = match fraction {
+        0 => &[&text[..19], b"Z"][..],
+        f if f % 1_000 == 0 => &[&text[..23], b"Z"][..],
+        _ => &[&text[..]][..],
+    };
+    for part in text {
+        out.push_str(std::str::from_utf8(part).expect("digits and separators"));
+    }
     true
 }
 
@@ -352,6 +372,10 @@ mod tests {
             "2024-03-01 08:00:00Z",
             "1969-12-31T23:59:59Z",
             "2024-03-01T08:00:00.5Z",
+            "2024-03-01T08:00:00.1234567Z",
+            "2024-03-01T08:00:00.Z",
+            "2024-03-01T08:00:00.12a4Z",
+            "2024-03-01T08:00:00ZZ",
             "2024-03-01T08:00:00+01:00",
             "2024-0a-01T08:00:00Z",
         ] {
