@@ -225,8 +225,9 @@ pub fn partial_position(field: usize) -> usize {
 /// integer sum (or NULL), min, max]`. Arrangements of combinable views hold one such row per
 /// (window, group) and epoch instead of one row per record, so the work of an epoch grows with
 /// the keys it touched, not with its records.
-pub fn partial_of(values: &[Value]) -> Vec<Value> {
-    let mut partial = Vec::with_capacity(1 + PARTIAL_WIDTH * values.len());
+pub fn partial_of<'a>(values: impl IntoIterator<Item = &'a Value>) -> Vec<Value> {
+    let values = values.into_iter();
+    let mut partial = Vec::with_capacity(1 + PARTIAL_WIDTH * values.size_hint().0);
     partial.push(Value::Int(1));
     for value in values {
         let present = !value.is_null();
@@ -242,11 +243,11 @@ pub fn partial_of(values: &[Value]) -> Vec<Value> {
 }
 
 /// Adds one input tuple to a partial aggregate made by [`partial_of`].
-pub fn fold_into_partial(partial: &mut [Value], values: &[Value]) {
+pub fn fold_into_partial<'a>(partial: &mut [Value], values: impl IntoIterator<Item = &'a Value>) {
     if let Value::Int(records) = &mut partial[0] {
         *records += 1;
     }
-    for (field, value) in values.iter().enumerate() {
+    for (field, value) in values.into_iter().enumerate() {
         if value.is_null() {
             continue;
         }

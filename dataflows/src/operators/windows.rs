@@ -1,8 +1,11 @@
 //! The `assign_windows` operator: filter, group, window, and the lateness rule.
 //!
 //! Each event that passes the view's filter becomes one insertion per window it belongs to,
-//! keyed by (window, group) and carrying the values the aggregates read. An event whose window
-//! is already final goes to `_late` instead (one row per view and window), so it changes nothing.
+//! keyed by (window, group) and carrying the values the aggregates read. When every aggregate
+//! of the views combines, the event is folded into its epoch's partial aggregate of that key
+//! instead, and each epoch emits one partial per key it touched (see `EpochPartials`). An event
+//! whose window is already final goes to `_late` (one row per view and window), so it changes
+//! nothing.
 //!
 //! Lateness is decided against the larger of two watermarks: the event's own partition
 //! watermark (deterministic: it depends on the partition's earlier records only), and the source
@@ -15,11 +18,12 @@
 //!
 //! Events of epoch `e` wait (stashed with their capability) until `W(e-1)` is known.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use hashbrown::HashTable;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -54,23 +58,18 @@ pub struct WindowAssignment {
 pub type WindowedValue = (WindowKey, Vec<Value>);
 
 impl WindowAssignment {
-    /// The insertions and late rows of one event, given the watermark that decides lateness.
-    fn assign(
+    /// Calls `open(start, end)` for each window of `event` that is not final under `watermark`
+    /// and adds a late row for each that is; nothing for an event the filter drops.
+    fn for_each_open_window(
         &self,
         event: &Event,
         watermark: EventTime,
-        inserts: &mut Vec<WindowedValue>,
         late: &mut Vec<LateRecord>,
+        mut open: impl FnMut(EventTime, EventTime),
     ) {
         if self.filter.as_ref().is_some_and(|f| !f.matches(&event.row)) {
             return;
         }
-        let group: Vec<Value> = self
-            .group_by
-            .iter()
-            .map(|&i| event.row[i].clone())
-            .collect();
-        let mut values: Vec<Value> = Vec::with_capacity(self.projection.len() + 1);
         let mut late_for = |window_start| {
             late.extend(self.views.iter().map(|view| LateRecord {
                 view: view.clone(),
@@ -81,23 +80,13 @@ impl WindowAssignment {
                 payload: event.payload.clone(),
             }))
         };
-        // Session views carry each record's event time in front of the aggregates' inputs.
-        if let WindowKind::Session { .. } = self.window {
-            values.push(Value::Timestamp(event.event_time));
-        }
-        values.extend(self.projection.iter().map(|&i| event.row[i].clone()));
         match self.window {
             WindowKind::Hopping { .. } => {
                 for (start, end) in self.window.fixed_windows(event.event_time) {
                     if is_final(end, self.allowed_lateness, watermark) {
                         late_for(start);
                     } else {
-                        let key = WindowKey {
-                            start,
-                            end,
-                            group: group.clone(),
-                        };
-                        inserts.push((key, values.clone()));
+                        open(start, end);
                     }
                 }
             }
@@ -106,15 +95,53 @@ impl WindowAssignment {
             {
                 late_for(event.event_time);
             }
-            WindowKind::Global | WindowKind::Session { .. } => {
-                let key = WindowKey {
-                    start: 0,
-                    end: 0,
-                    group,
-                };
-                inserts.push((key, values));
-            }
+            WindowKind::Global | WindowKind::Session { .. } => open(0, 0),
         }
+    }
+
+    /// The insertions and late rows of one event, given the watermark that decides lateness:
+    /// one insertion of the projected values per open window.
+    fn assign(
+        &self,
+        event: &Event,
+        watermark: EventTime,
+        inserts: &mut Vec<WindowedValue>,
+        late: &mut Vec<LateRecord>,
+    ) {
+        // Session views carry each record's event time in front of the aggregates' inputs.
+        let session_time = matches!(self.window, WindowKind::Session { .. })
+            .then_some(Value::Timestamp(event.event_time));
+        self.for_each_open_window(event, watermark, late, |start, end| {
+            let key = WindowKey {
+                start,
+                end,
+                group: self
+                    .group_by
+                    .iter()
+                    .map(|&i| event.row[i].clone())
+                    .collect(),
+            };
+            let values = session_time
+                .iter()
+                .cloned()
+                .chain(self.projection.iter().map(|&i| event.row[i].clone()))
+                .collect();
+            inserts.push((key, values));
+        });
+    }
+
+    /// Folds one event into its epoch's partials (for [`WindowAssignment::partials`]), and
+    /// adds its late rows.
+    fn fold(
+        &self,
+        event: &Event,
+        watermark: EventTime,
+        partials: &mut EpochPartials,
+        late: &mut Vec<LateRecord>,
+    ) {
+        self.for_each_open_window(event, watermark, late, |start, end| {
+            partials.fold(start, end, self, &event.row)
+        });
     }
 }
 
@@ -123,23 +150,65 @@ impl WindowAssignment {
 /// arrangement's exchange and sort. Folding a whole epoch (not each input batch) is what makes
 /// it pay: a batch of a thousand readings has almost as many keys as readings, an epoch of
 /// hundreds of thousands has only the keys its windows touch, so the arrangement sorts and
-/// holds that many rows instead of one per event.
+/// holds that many rows instead of one per event. An event that finds its key allocates
+/// nothing: the key is hashed and compared in place, in the event's row.
 struct EpochPartials {
     cap: Capability<Epoch>,
-    partials: HashMap<WindowKey, Vec<Value>>,
+    hasher: foldhash::fast::RandomState,
+    partials: HashTable<WindowedValue>,
 }
 
 impl EpochPartials {
-    fn fold(&mut self, inserts: &mut Vec<WindowedValue>) {
-        for (key, values) in inserts.drain(..) {
-            match self.partials.entry(key) {
-                Entry::Occupied(mut partial) => fold_into_partial(partial.get_mut(), &values),
-                Entry::Vacant(slot) => {
-                    slot.insert(partial_of(&values));
-                }
+    fn new(cap: Capability<Epoch>) -> Self {
+        EpochPartials {
+            cap,
+            hasher: foldhash::fast::RandomState::default(),
+            partials: HashTable::new(),
+        }
+    }
+
+    fn fold(
+        &mut self,
+        start: EventTime,
+        end: EventTime,
+        assignment: &WindowAssignment,
+        row: &[Value],
+    ) {
+        let group = || assignment.group_by.iter().map(|&i| &row[i]);
+        let values = assignment.projection.iter().map(|&i| &row[i]);
+        let hash = key_hash(&self.hasher, start, end, group());
+        let found = self.partials.find_mut(hash, |(key, _)| {
+            key.start == start && key.end == end && key.group.iter().eq(group())
+        });
+        match found {
+            Some((_, partial)) => fold_into_partial(partial, values),
+            None => {
+                let key = WindowKey {
+                    start,
+                    end,
+                    group: group().cloned().collect(),
+                };
+                let entry = (key, partial_of(values));
+                let hasher = &self.hasher;
+                self.partials.insert_unique(hash, entry, |(key, _)| {
+                    key_hash(hasher, key.start, key.end, key.group.iter())
+                });
             }
         }
     }
+}
+
+/// The hash of a (window, group) key, from the key or from the group's values in a row.
+fn key_hash<'a>(
+    hasher: &foldhash::fast::RandomState,
+    start: EventTime,
+    end: EventTime,
+    group: impl Iterator<Item = &'a Value>,
+) -> u64 {
+    let mut state = hasher.build_hasher();
+    (start, end).hash(&mut state);
+    group.for_each(|value| value.hash(&mut state));
+    state.finish()
 }
 
 /// Events stashed until the watermark that decides their lateness is known.
@@ -220,18 +289,19 @@ impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
                         .map(|(_, w)| *w)
                         .fold(floor, i64::max);
                     let batch = entry.remove();
-                    for event in &batch.events {
-                        let watermark = event.partition_watermark.max(previous);
-                        assignment.assign(event, watermark, &mut inserts, &mut late);
-                    }
                     if assignment.partials {
-                        partials
+                        let partials = partials
                             .entry(epoch)
-                            .or_insert_with(|| EpochPartials {
-                                cap: batch.inserts_cap.clone(),
-                                partials: HashMap::new(),
-                            })
-                            .fold(&mut inserts);
+                            .or_insert_with(|| EpochPartials::new(batch.inserts_cap.clone()));
+                        for event in &batch.events {
+                            let watermark = event.partition_watermark.max(previous);
+                            assignment.fold(event, watermark, partials, &mut late);
+                        }
+                    } else {
+                        for event in &batch.events {
+                            let watermark = event.partition_watermark.max(previous);
+                            assignment.assign(event, watermark, &mut inserts, &mut late);
+                        }
                     }
                     if !inserts.is_empty() {
                         inserts_out
@@ -252,7 +322,7 @@ impl<'scope> AssignWindows<'scope> for StreamVec<'scope, Epoch, Event> {
                     if frontiers[0].less_equal(&epoch) || waiting.contains_key(&epoch) {
                         break;
                     }
-                    let EpochPartials { cap, partials } = entry.remove();
+                    let EpochPartials { cap, partials, .. } = entry.remove();
                     inserts_out
                         .activate()
                         .session(&cap)
