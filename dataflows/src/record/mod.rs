@@ -614,7 +614,7 @@ fn expected(field_type: FieldType, timestamps: &TimestampFormat) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn field(name: &str, field_type: FieldType, nullable: bool) -> FieldConfig {
@@ -625,7 +625,7 @@ mod tests {
         }
     }
 
-    fn schema(format: Format, timestamps: TimestampFormat) -> Schema {
+    pub(crate) fn schema(format: Format, timestamps: TimestampFormat) -> Schema {
         Schema::new(
             format,
             vec![
