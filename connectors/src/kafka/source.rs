@@ -15,6 +15,7 @@
 //! DuckDB warehouse) and restarts from them, every record is applied exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -238,17 +239,24 @@ pub fn kafka_source<'scope>(
     StreamVec<'scope, Epoch, RawRecord>,
     StreamVec<'scope, Epoch, SourceProgress>,
 ) {
+    let mut builder = OperatorBuilder::new(format!("KafkaSource({})", config.topic), scope);
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(Rc::clone(&address));
+    // librdkafka wakes the source when a queue it drained has records again, so a source that
+    // has read all that was fetched neither spins nor sleeps through records that arrive.
+    let waker = scope.worker().sync_activator_for(address.to_vec());
+    let wake = move || {
+        // The worker may be gone at shutdown; nothing is left to wake then.
+        let _ = waker.activate();
+    };
     let assigned = plan.partitions_of_worker(scope.index(), scope.peers());
     let consumer = if assigned.is_empty() {
         None
     } else {
-        assigned_consumer(config, &assigned)
+        assigned_consumer(config, &assigned, wake)
             .map_err(|error| control.fail(error))
             .ok()
     };
-
-    let mut builder = OperatorBuilder::new(format!("KafkaSource({})", config.topic), scope);
-    let activator = scope.activator_for(builder.operator_info().address);
     let (records_output, records) = builder.new_output::<Vec<RawRecord>>();
     let (progress_output, progress) = builder.new_output::<Vec<SourceProgress>>();
     let mut records_output =
@@ -469,11 +477,13 @@ fn close_epoch(
 }
 
 /// A consumer with the given partitions assigned at the given offsets, and one queue per
-/// partition split off it (before the first poll, as librdkafka requires).
+/// partition split off it (before the first poll, as librdkafka requires). `wake` is called
+/// whenever one of its queues becomes non-empty.
 #[allow(clippy::type_complexity)]
 fn assigned_consumer(
     config: &KafkaSourceConfig,
     assigned: &BTreeMap<i32, i64>,
+    wake: impl Fn() + Clone + Send + Sync + 'static,
 ) -> Result<
     (
         Arc<BaseConsumer>,
@@ -481,11 +491,11 @@ fn assigned_consumer(
     ),
     ConnectorError,
 > {
-    let consumer: Arc<BaseConsumer> = Arc::new(
-        consumer_config(config)
-            .create()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?,
-    );
+    let mut consumer: BaseConsumer = consumer_config(config)
+        .create()
+        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+    consumer.set_nonempty_callback(wake.clone());
+    let consumer = Arc::new(consumer);
     let mut assignment = TopicPartitionList::new();
     for (partition, offset) in assigned {
         assignment
@@ -500,12 +510,13 @@ fn assigned_consumer(
         })?;
     let mut queues = BTreeMap::new();
     for partition in assigned.keys() {
-        let queue = consumer
+        let mut queue = consumer
             .split_partition_queue(&config.topic, *partition)
             .ok_or_else(|| ConnectorError::Consume {
                 topic: config.topic.clone(),
                 detail: format!("no queue for partition {partition}"),
             })?;
+        queue.set_nonempty_callback(wake.clone());
         queues.insert(*partition, queue);
     }
     Ok((consumer, queues))
