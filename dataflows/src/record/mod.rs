@@ -163,6 +163,9 @@ pub struct Schema {
     /// checked (present, a string, not NULL unless nullable) but comes out NULL, so that no
     /// record allocates strings it never uses (see [`Schema::keep_only`]).
     kept: Vec<bool>,
+    /// Per field: whether its name appears in JSON as it is (no character needs escaping), so
+    /// the scanner can match a key by comparing bytes.
+    plain_names: Vec<bool>,
 }
 
 impl Schema {
@@ -197,12 +200,17 @@ impl Schema {
             )));
         }
         let kept = vec![true; fields.len()];
+        let plain_names = fields
+            .iter()
+            .map(|f| !f.name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+            .collect();
         Ok(Schema {
             format,
             fields,
             event_time: index,
             timestamps,
             kept,
+            plain_names,
         })
     }
 
@@ -230,14 +238,19 @@ impl Schema {
         }
     }
 
+    /// Whether field `index` is a string whose value nobody reads: a string value of it is
+    /// checked, then decoded as NULL without being copied.
+    fn skips_strings_of(&self, index: usize) -> bool {
+        !self.kept[index] && self.fields[index].field_type == FieldType::String
+    }
+
     /// What the JSON value `scalar` of field `index` decodes to.
     fn slot_of(&self, index: usize, scalar: JsonScalar<'_>) -> Slot {
-        let field = &self.fields[index];
-        match (self.kept[index], field.field_type, scalar) {
+        match scalar {
             // Valid, but nobody reads it: not copied (borrowed from the payload unless it
             // had escapes).
-            (false, FieldType::String, JsonScalar::Str(_)) => Slot::Skipped,
-            (_, _, scalar) => match scalar.into_value(field, &self.timestamps) {
+            JsonScalar::Str(_) if self.skips_strings_of(index) => Slot::Skipped,
+            scalar => match scalar.into_value(&self.fields[index], &self.timestamps) {
                 Ok(value) => Slot::Value(value),
                 Err(reason) => Slot::Error(reason),
             },

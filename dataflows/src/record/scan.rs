@@ -23,18 +23,29 @@ pub(super) fn flat_object(schema: &Schema, payload: &[u8]) -> Option<Vec<Slot>> 
         scan.at += 1;
     } else {
         // Fields usually come in the same order in every record: look where the last one
-        // was found first.
+        // was found first, comparing the key's bytes with that field's name.
         let mut guess = 0;
         loop {
             scan.expect(b'"')?;
-            let key = scan.string_body()?;
+            let index = match schema.fields.get(guess) {
+                Some(field) if schema.plain_names[guess] && scan.key_is(&field.name) => Some(guess),
+                _ => schema.position_from(scan.string_text()?, guess),
+            };
             scan.skip_whitespace();
             scan.expect(b':')?;
             scan.skip_whitespace();
-            let value = scan.scalar()?;
-            if let Some(index) = schema.position_from(key, guess) {
-                row[index] = schema.slot_of(index, value);
+            let token = scan.token()?;
+            if let Some(index) = index {
+                row[index] = match token {
+                    Token::Str(text, ascii) if schema.skips_strings_of(index) => {
+                        valid_utf8(text, ascii)?;
+                        Slot::Skipped
+                    }
+                    token => schema.slot_of(index, token.into_scalar()?),
+                };
                 guess = index + 1;
+            } else if let Token::Str(text, ascii) = token {
+                valid_utf8(text, ascii)?;
             }
             scan.skip_whitespace();
             match scan.next()? {
@@ -58,6 +69,29 @@ fn needs_a_look(word: u64) -> bool {
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
     (quote | backslash | control | (word & HIGH)) != 0
+}
+
+/// A scanned value: strings stay bytes until someone needs their text.
+enum Token<'a> {
+    /// A string's bytes between its quotes, and whether they are all ASCII.
+    Str(&'a [u8], bool),
+    Scalar(JsonScalar<'a>),
+}
+
+impl<'a> Token<'a> {
+    fn into_scalar(self) -> Option<JsonScalar<'a>> {
+        match self {
+            Token::Str(text, _) => std::str::from_utf8(text)
+                .ok()
+                .map(|s| JsonScalar::Str(Cow::Borrowed(s))),
+            Token::Scalar(scalar) => Some(scalar),
+        }
+    }
+}
+
+/// Checks that a string's bytes are UTF-8 (as serde_json does), unless known to be ASCII.
+fn valid_utf8(text: &[u8], ascii: bool) -> Option<()> {
+    (ascii || std::str::from_utf8(text).is_ok()).then_some(())
 }
 
 struct Scanner<'a> {
@@ -86,9 +120,22 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The text of a string whose opening quote was read, up to its closing quote (consumed).
-    /// Gives up on escapes and on control characters (which JSON does not allow unescaped).
-    fn string_body(&mut self) -> Option<&'a str> {
+    /// Whether a key whose opening quote was read is exactly `name`; if so, it is consumed
+    /// with its closing quote. Only for names with no character JSON escapes.
+    fn key_is(&mut self, name: &str) -> bool {
+        let end = self.at + name.len();
+        let matches = self.bytes.get(self.at..end) == Some(name.as_bytes())
+            && self.bytes.get(end) == Some(&b'"');
+        if matches {
+            self.at = end + 1;
+        }
+        matches
+    }
+
+    /// The bytes of a string whose opening quote was read, up to its closing quote (consumed),
+    /// and whether they are all ASCII. Gives up on escapes and on control characters (which
+    /// JSON does not allow unescaped).
+    fn string_bytes(&mut self) -> Option<(&'a [u8], bool)> {
         let start = self.at;
         let bytes = &self.bytes[start..];
         // Eight bytes at a time while they are plain ASCII: most strings are short, but this is
@@ -100,15 +147,23 @@ impl<'a> Scanner<'a> {
             }
             length += 8;
         }
+        let mut ascii = true;
         loop {
             match *bytes.get(length)? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
-                _ => length += 1,
+                byte => ascii &= byte.is_ascii(),
             }
+            length += 1;
         }
         self.at = start + length + 1;
-        std::str::from_utf8(&bytes[..length]).ok()
+        Some((&bytes[..length], ascii))
+    }
+
+    /// [`Scanner::string_bytes`] as text.
+    fn string_text(&mut self) -> Option<&'a str> {
+        let (text, _) = self.string_bytes()?;
+        std::str::from_utf8(text).ok()
     }
 
     fn literal(&mut self, text: &[u8], value: JsonScalar<'a>) -> Option<JsonScalar<'a>> {
@@ -119,19 +174,20 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    fn scalar(&mut self) -> Option<JsonScalar<'a>> {
-        match self.peek()? {
+    fn token(&mut self) -> Option<Token<'a>> {
+        let scalar = match self.peek()? {
             b'"' => {
                 self.at += 1;
-                self.string_body()
-                    .map(|s| JsonScalar::Str(Cow::Borrowed(s)))
+                let (text, ascii) = self.string_bytes()?;
+                return Some(Token::Str(text, ascii));
             }
             b'n' => self.literal(b"null", JsonScalar::Null),
             b't' => self.literal(b"true", JsonScalar::Bool(true)),
             b'f' => self.literal(b"false", JsonScalar::Bool(false)),
             b'-' | b'0'..=b'9' => self.number(),
             _ => None,
-        }
+        };
+        scalar.map(Token::Scalar)
     }
 
     /// A number: small integers are read here; anything else (fractions, exponents, 19 digits
@@ -233,6 +289,10 @@ mod tests {
             .to_owned(),
             r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":0,"ratio":3}"#.to_owned(),
             r#"{"station":"A","station":"B","ts":"2024-03-04T08:15:00Z","entries":1}"#.to_owned(),
+            // Keys that a field's name is a prefix of, or that are a prefix of one.
+            r#"{"stationx":"A","sta":"B","station":"C","ts":"2024-03-04T08:15:00Z","entries":1}"#
+                .to_owned(),
+            r#"{"ts":"2024-03-04T08:15:00Z","entries":1,"station":"A","ratiö":"x"}"#.to_owned(),
             // Field errors are found on the fast path too, and worded the same.
             r#"{"station":"A","ts":"2024-03-04T08:15:00Z","entries":"1"}"#.to_owned(),
             r#"{"station":null,"ts":"2024-03-04T08:15:00Z","entries":1}"#.to_owned(),
