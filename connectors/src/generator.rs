@@ -6,6 +6,7 @@
 //! after later readings and land in windows that already have rows. The same seed always yields
 //! the same readings, on every machine (the PRNG is SplitMix64, implemented here).
 
+use tidewater_dataflows::decode::{reading_json_head, write_reading_json_tail};
 use tidewater_dataflows::{EventTime, Reading};
 
 /// Real station names first; numbered streets and avenues fill up the rest.
@@ -150,6 +151,17 @@ struct Turnstile {
     unit: String,
     scp: String,
     station: usize,
+    /// Its readings' JSON up to the timestamp (see [`reading_json_head`]).
+    json_head: String,
+}
+
+/// One reading as drawn from the generator's random stream.
+struct Draw {
+    turnstile: usize,
+    ts: EventTime,
+    desc: &'static str,
+    entries: i64,
+    exits: i64,
 }
 
 /// An endless iterator of readings; take as many as you need.
@@ -171,11 +183,23 @@ impl TurnstileGenerator {
             // Busy stations have many more turnstiles: 2 to about 40.
             let count = 2 + (station.busyness * 8.0) as usize;
             for booth in 0..count {
+                let ca = format!("{}{:03}", (b'A' + (index % 26) as u8) as char, index);
+                let unit = format!("R{:03}", index);
+                let scp = format!("{:02}-00-{:02}", booth / 8, booth % 8);
+                let json_head = reading_json_head(
+                    &ca,
+                    &unit,
+                    &scp,
+                    &station.name,
+                    &station.linename,
+                    station.division,
+                );
                 turnstiles.push(Turnstile {
-                    ca: format!("{}{:03}", (b'A' + (index % 26) as u8) as char, index),
-                    unit: format!("R{:03}", index),
-                    scp: format!("{:02}-00-{:02}", booth / 8, booth % 8),
+                    ca,
+                    unit,
+                    scp,
                     station: index,
+                    json_head,
                 });
             }
         }
@@ -191,6 +215,42 @@ impl TurnstileGenerator {
     /// Number of distinct turnstiles (Kafka keys) this generator uses.
     pub fn turnstile_count(&self) -> usize {
         self.turnstiles.len()
+    }
+
+    /// Appends the next reading's JSON to `out`: the same text as `next().to_json()`, but
+    /// from each turnstile's pre-rendered head, without building the reading's strings.
+    pub fn next_json(&mut self, out: &mut String) {
+        let draw = self.draw();
+        out.push_str(&self.turnstiles[draw.turnstile].json_head);
+        write_reading_json_tail(out, draw.ts, draw.desc, draw.entries, draw.exits);
+    }
+
+    fn draw(&mut self) -> Draw {
+        let rush = rush_factor(self.clock);
+        let gap = (self.config.mean_gap_us as f64 * 2.0 * self.rng.unit() / rush) as i64;
+        self.clock += gap.max(1);
+        // Pick a turnstile: busy stations own more turnstiles, so they report more often.
+        let turnstile = self.rng.below(self.turnstiles.len() as u64) as usize;
+        let station = &self.stations[self.turnstiles[turnstile].station];
+        let mean = 6.0 * rush * station.busyness;
+        let entries = (mean * 2.0 * self.rng.unit()).round() as i64;
+        let exits = (mean * 1.6 * self.rng.unit()).round() as i64;
+        let mut ts = self.clock;
+        if self.rng.unit() < self.config.late_fraction {
+            ts -= (1 + self.rng.below(90) as i64) * 60_000_000;
+        }
+        let desc = if self.rng.below(100) == 0 {
+            "RECOVR AUD"
+        } else {
+            "REGULAR"
+        };
+        Draw {
+            turnstile,
+            ts,
+            desc,
+            entries,
+            exits,
+        }
     }
 }
 
@@ -254,24 +314,15 @@ impl Iterator for TurnstileGenerator {
     type Item = Reading;
 
     fn next(&mut self) -> Option<Reading> {
-        let rush = rush_factor(self.clock);
-        let gap = (self.config.mean_gap_us as f64 * 2.0 * self.rng.unit() / rush) as i64;
-        self.clock += gap.max(1);
-        // Pick a turnstile: busy stations own more turnstiles, so they report more often.
-        let turnstile = &self.turnstiles[self.rng.below(self.turnstiles.len() as u64) as usize];
+        let Draw {
+            turnstile,
+            ts,
+            desc,
+            entries,
+            exits,
+        } = self.draw();
+        let turnstile = &self.turnstiles[turnstile];
         let station = &self.stations[turnstile.station];
-        let mean = 6.0 * rush * station.busyness;
-        let entries = (mean * 2.0 * self.rng.unit()).round() as i64;
-        let exits = (mean * 1.6 * self.rng.unit()).round() as i64;
-        let mut ts = self.clock;
-        if self.rng.unit() < self.config.late_fraction {
-            ts -= (1 + self.rng.below(90) as i64) * 60_000_000;
-        }
-        let desc = if self.rng.below(100) == 0 {
-            "RECOVR AUD"
-        } else {
-            "REGULAR"
-        };
         Some(Reading {
             ca: turnstile.ca.clone(),
             unit: turnstile.unit.clone(),
@@ -290,6 +341,22 @@ impl Iterator for TurnstileGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_json_writes_what_to_json_writes() {
+        let config = GeneratorConfig {
+            late_fraction: 0.1,
+            ..GeneratorConfig::default()
+        };
+        let mut readings = TurnstileGenerator::new(config.clone());
+        let mut json = TurnstileGenerator::new(config);
+        let mut text = String::new();
+        for _ in 0..20_000 {
+            text.clear();
+            json.next_json(&mut text);
+            assert_eq!(text, readings.next().unwrap().to_json());
+        }
+    }
 
     #[test]
     fn same_seed_same_readings_different_seed_different_readings() {

@@ -210,32 +210,64 @@ impl Reading {
     /// text serde_json writes, written by hand because generating readings is a good part of
     /// what a benchmark's producer does.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(192);
-        let strings = [
-            ("{\"ca\":", &self.ca),
-            (",\"unit\":", &self.unit),
-            (",\"scp\":", &self.scp),
-            (",\"station\":", &self.station),
-            (",\"linename\":", &self.linename),
-            (",\"division\":", &self.division),
-        ];
-        for (key, value) in strings {
-            out.push_str(key);
-            write_json_string(&mut out, value);
-        }
-        out.push_str(",\"ts\":\"");
-        if !write_utc_seconds(&mut out, self.ts) {
-            out.push_str(&format_rfc3339(self.ts));
-        }
-        out.push_str("\",\"desc\":");
-        write_json_string(&mut out, &self.desc);
-        out.push_str(",\"entries\":");
-        out.push_str(itoa::Buffer::new().format(self.entries));
-        out.push_str(",\"exits\":");
-        out.push_str(itoa::Buffer::new().format(self.exits));
-        out.push('}');
+        let mut out = reading_json_head(
+            &self.ca,
+            &self.unit,
+            &self.scp,
+            &self.station,
+            &self.linename,
+            &self.division,
+        );
+        write_reading_json_tail(&mut out, self.ts, &self.desc, self.entries, self.exits);
         out
     }
+}
+
+/// A reading's JSON up to the opening quote of its timestamp: the part every reading of one
+/// turnstile shares, which a generator can write once.
+pub fn reading_json_head(
+    ca: &str,
+    unit: &str,
+    scp: &str,
+    station: &str,
+    linename: &str,
+    division: &str,
+) -> String {
+    let mut out = String::with_capacity(192);
+    let strings = [
+        ("{\"ca\":", ca),
+        (",\"unit\":", unit),
+        (",\"scp\":", scp),
+        (",\"station\":", station),
+        (",\"linename\":", linename),
+        (",\"division\":", division),
+    ];
+    for (key, value) in strings {
+        out.push_str(key);
+        write_json_string(&mut out, value);
+    }
+    out.push_str(",\"ts\":\"");
+    out
+}
+
+/// The rest of a reading's JSON, after [`reading_json_head`].
+pub fn write_reading_json_tail(
+    out: &mut String,
+    ts: EventTime,
+    desc: &str,
+    entries: i64,
+    exits: i64,
+) {
+    if !write_utc_seconds(out, ts) {
+        out.push_str(&format_rfc3339(ts));
+    }
+    out.push_str("\",\"desc\":");
+    write_json_string(out, desc);
+    out.push_str(",\"entries\":");
+    out.push_str(itoa::Buffer::new().format(entries));
+    out.push_str(",\"exits\":");
+    out.push_str(itoa::Buffer::new().format(exits));
+    out.push('}');
 }
 
 /// Writes `text` as a JSON string, escaped as serde_json escapes it.

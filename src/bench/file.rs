@@ -27,13 +27,16 @@ pub fn write_readings(path: &Path, events: u64, seed: u64) -> std::io::Result<u6
     }
     let partial = path.with_extension("partial");
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
-    let generator = TurnstileGenerator::new(GeneratorConfig {
+    let mut generator = TurnstileGenerator::new(GeneratorConfig {
         seed,
         ..GeneratorConfig::default()
     });
-    for reading in generator.take(events as usize) {
-        out.write_all(reading.to_json().as_bytes())?;
-        out.write_all(b"\n")?;
+    let mut line = String::with_capacity(192);
+    for _ in 0..events {
+        line.clear();
+        generator.next_json(&mut line);
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&partial, path)?;

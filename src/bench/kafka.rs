@@ -165,14 +165,16 @@ fn produce_all(
 ) -> Result<u64, ConnectorError> {
     let mut producer = TopicProducer::new(brokers, topic)?;
     let mut bytes = 0u64;
-    let generator = TurnstileGenerator::new(GeneratorConfig {
+    let mut generator = TurnstileGenerator::new(GeneratorConfig {
         seed,
         ..GeneratorConfig::default()
     });
-    for (i, reading) in generator.take(events as usize).enumerate() {
-        let payload = reading.to_json();
+    let mut payload = String::with_capacity(192);
+    for i in 0..events {
+        payload.clear();
+        generator.next_json(&mut payload);
         bytes += payload.len() as u64;
-        producer.send_to(i as i32 % partitions, payload.as_bytes())?;
+        producer.send_to((i % partitions as u64) as i32, payload.as_bytes())?;
     }
     producer.flush()?;
     Ok(bytes)

@@ -200,7 +200,9 @@ pub fn run_turnstile(
                 let (records, _) = &mut *inputs.borrow_mut();
                 let mut bytes = 0;
                 for _ in 0..count {
-                    let payload = generator.next().expect("endless").to_json().into_bytes();
+                    let mut json = String::with_capacity(192);
+                    generator.next_json(&mut json);
+                    let payload = json.into_bytes();
                     bytes += payload.len() as u64;
                     records.send(RawRecord {
                         partition,
@@ -321,13 +323,17 @@ pub fn run_nexmark(
 /// discarded, on `workers` threads. Returns the elapsed time.
 pub fn turnstile_ceiling(events: u64, seed: u64, workers: usize) -> Duration {
     ceiling(workers, |index| {
-        TurnstileGenerator::new(GeneratorConfig {
+        let mut generator = TurnstileGenerator::new(GeneratorConfig {
             seed: seed + index as u64,
             ..GeneratorConfig::default()
-        })
-        .take(share_of(events, index, workers) as usize)
-        .map(|reading| std::hint::black_box(reading.to_json().into_bytes()).len() as u64)
-        .sum::<u64>()
+        });
+        (0..share_of(events, index, workers))
+            .map(|_| {
+                let mut json = String::with_capacity(192);
+                generator.next_json(&mut json);
+                std::hint::black_box(json.into_bytes()).len() as u64
+            })
+            .sum::<u64>()
     })
 }
 
