@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use tidewater::{run, CommitHook, RunOptions};
@@ -100,8 +101,9 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
             },
         );
 
-        // The engine runs while readings are produced, paced, so that it commits many snapshots;
-        // once all are in the topic, the run is bounded by the final high watermarks.
+        // The engine runs while readings are produced in 24 slices, with a snapshot committed
+        // between each two, so that there are many snapshots however fast the engine is; once
+        // all are in the topic, the run is bounded by the final high watermarks.
         let control = SourceControl::new();
         let engine_control = Arc::clone(&control);
         let options = RunOptions {
@@ -114,11 +116,22 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
         let source = config.config.sources[0].kafka();
         let engine = std::thread::spawn(move || run(&config, options, engine_control));
         let mut producer = TopicProducer::new(&brokers, &topic).unwrap();
-        for (key, payload) in reading_messages(&data) {
-            producer
-                .send(key.as_deref().map(str::as_bytes), &payload)
-                .unwrap();
-            producer.pace(Some(2_500.0));
+        let messages = reading_messages(&data);
+        for slice in messages.chunks(data.len() / 24) {
+            let committed = captured.lock().unwrap().len();
+            for (key, payload) in slice {
+                producer
+                    .send(key.as_deref().map(str::as_bytes), payload)
+                    .unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while captured.lock().unwrap().len() == committed {
+                assert!(
+                    Instant::now() < deadline,
+                    "{workers} workers: no snapshot committed within 30 s of a slice"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         producer.flush().unwrap();
         control.set_end_offsets(

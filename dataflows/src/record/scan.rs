@@ -1,9 +1,10 @@
 //! The fast path of JSON decoding: one flat object whose strings have no escapes, which is
 //! what producers almost always send. It only tokenizes: each value becomes the same
-//! [`JsonScalar`] the serde path makes and goes through the same [`Schema::slot_of`], so values
-//! and field errors are identical by construction. Anything it does not handle (escapes, nested
-//! values, unusual numbers, any syntax error) makes it give up, and the serde path decodes the
-//! payload and words the error.
+//! [`JsonScalar`] the serde path makes and goes through the same [`Schema::slot_of`] (a string
+//! nobody reads is only validated, as `slot_of` would skip it), so values and field errors are
+//! identical by construction. Anything it does not handle (escapes, nested values, unusual
+//! numbers, any syntax error) makes it give up, and the serde path decodes the payload and words
+//! the error.
 
 use std::borrow::Cow;
 
