@@ -271,11 +271,16 @@ fn freshness(
     let control = SourceControl::new();
     let source = pipeline.config.sources[0].kafka();
     let producer_failed = Arc::new(AtomicBool::new(false));
+    // Records are sampled only once the engine has committed its first snapshot: freshness is
+    // a steady-state figure, and the engine's start-up (building the dataflow, connecting to the
+    // broker) would otherwise count as the latency of the first records produced.
+    let engine_running = Arc::new(AtomicBool::new(false));
 
     let (producer_sent, producer_control, seed) =
         (Arc::clone(&sent), Arc::clone(&control), bench.seed);
     let producer_source = source.clone();
     let failed = Arc::clone(&producer_failed);
+    let sampling = Arc::clone(&engine_running);
     let producer = std::thread::spawn(move || -> Result<(), ConnectorError> {
         let result = (|| {
             let mut producer =
@@ -293,7 +298,7 @@ fn freshness(
                 let partition = i as i32 % partitions;
                 let offset = next_offset[partition as usize];
                 next_offset[partition as usize] += 1;
-                if offset % FRESHNESS_SAMPLE_EVERY == 0 {
+                if offset % FRESHNESS_SAMPLE_EVERY == 0 && sampling.load(Ordering::Relaxed) {
                     producer_sent
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -314,6 +319,7 @@ fn freshness(
     });
 
     let (hook_sent, hook_latencies) = (Arc::clone(&sent), Arc::clone(&latencies));
+    let running = Arc::clone(&engine_running);
     let topic = source.topic.clone();
     let bar_control = Arc::clone(&control);
     let bar = ProgressBar::start(format!("{label} freshness"), events, move || {
@@ -326,6 +332,7 @@ fn freshness(
             exit_at_end: false,
             on_commit: Some(Arc::new(move |conn, info| {
                 let visible = Instant::now();
+                running.store(true, Ordering::Relaxed);
                 let Ok(mut statement) = conn.prepare(
                     "SELECT \"partition\", next_offset FROM _offsets WHERE snapshot_id = ? AND topic = ?",
                 ) else {
