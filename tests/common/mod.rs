@@ -207,12 +207,22 @@ pub fn pipeline(
     warehouse: &Path,
     snapshot_interval_ms: u64,
 ) -> Pipeline {
+    let source = format!("brokers = \"{brokers}\"\ntopic = \"{topic}\"");
+    station_hourly_pipeline(&source, warehouse, snapshot_interval_ms)
+}
+
+/// The `station_hourly` pipeline of [`pipeline`] over any source: `source` holds the source's
+/// own lines (`brokers`/`topic`, or `path`/`chunks`/`format`).
+pub fn station_hourly_pipeline(
+    source: &str,
+    warehouse: &Path,
+    snapshot_interval_ms: u64,
+) -> Pipeline {
     let text = format!(
         r#"
 [[sources]]
 name = "turnstiles"
-brokers = "{brokers}"
-topic = "{topic}"
+{source}
 event_time = "ts"
 {TURNSTILE_SCHEMA}
 
