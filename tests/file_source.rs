@@ -109,35 +109,11 @@ fn oracle_of_readings(readings: &[Reading]) -> View {
 
 /// The station view over a file, accepting any lateness.
 fn file_pipeline(file: &Path, format: &str, chunks: usize, warehouse: &Path) -> Pipeline {
-    let text = format!(
-        r#"
-[[sources]]
-name = "turnstiles"
-path = {file:?}
-chunks = {chunks}
-format = "{format}"
-event_time = "ts"
-{TURNSTILE_SCHEMA}
-
-[[views]]
-name = "station_hourly"
-group_by = ["station"]
-window = {{ type = "tumbling", size = "1h" }}
-allowed_lateness = "100000d"
-aggregates = [
-    {{ column = "readings", fn = "count" }},
-    {{ column = "entries", fn = "sum", field = "entries" }},
-    {{ column = "exits", fn = "sum", field = "exits" }},
-]
-
-[warehouse]
-path = {warehouse:?}
-snapshot_interval = "20ms"
-"#,
-        file = file.display().to_string(),
-        warehouse = warehouse.display().to_string()
+    let source = format!(
+        "path = {:?}\nchunks = {chunks}\nformat = \"{format}\"",
+        file.display().to_string()
     );
-    Pipeline::from_toml(&text, "file pipeline").expect("valid")
+    station_hourly_pipeline(&source, warehouse, 20)
 }
 
 /// The demo's seven views reading `file`, with short snapshot and checkpoint intervals.
@@ -149,8 +125,10 @@ fn demo_file_pipeline(file: &Path, warehouse: &Path) -> Pipeline {
     source.path = Some(file.to_owned());
     source.chunks = Some(6);
     source.poll_batch = 512;
-    config.warehouse.snapshot_interval = "50ms".parse().unwrap();
-    config.warehouse.checkpoint_interval = "200ms".parse().unwrap();
+    // Short epochs, so that a stopped run has committed only a part of the file even though
+    // the epochs in flight when the stop comes are committed too.
+    config.warehouse.snapshot_interval = "10ms".parse().unwrap();
+    config.warehouse.checkpoint_interval = "50ms".parse().unwrap();
     Pipeline::new(config).expect("the demo pipeline reads a file")
 }
 
