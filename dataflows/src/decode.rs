@@ -153,6 +153,17 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// "00" to "99", for writing two digits at once.
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    pairs
+};
+
 /// Writes UTC microseconds from 1970 to 9999 as `2024-03-01T08:00:00Z`, with `.123` or
 /// `.123456` when there is a fraction, as chrono's `AutoSi` format does; `false` (nothing
 /// written) for any other value.
@@ -164,33 +175,30 @@ fn write_utc_seconds(out: &mut String, micros: EventTime) -> bool {
     let (seconds, fraction) = (micros / 1_000_000, micros % 1_000_000);
     let (year, month, day) = civil_from_days(seconds / 86_400);
     let second_of_day = seconds % 86_400;
-    let fields = [
-        (year, 4, b'-'),
-        (month, 2, b'-'),
-        (day, 2, b'T'),
-        (second_of_day / 3_600, 2, b':'),
-        (second_of_day / 60 % 60, 2, b':'),
-        (second_of_day % 60, 2, b'.'),
-        (fraction, 6, b'Z'),
+    // Two digits at a time from a table: this runs once per generated reading in benchmarks.
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let pairs = [
+        (0, year / 100),
+        (2, year % 100),
+        (5, month),
+        (8, day),
+        (11, second_of_day / 3_600),
+        (14, second_of_day / 60 % 60),
+        (17, second_of_day % 60),
+        (20, fraction / 10_000),
+        (22, fraction / 100 % 100),
+        (24, fraction % 100),
     ];
-    let mut text = [0u8; 27];
-    let mut at = 0;
-    for (mut value, width, separator) in fields {
-        for digit in text[at..at + width].iter_mut().rev() {
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-        text[at + width] = separator;
-        at += width + 1;
+    for (at, value) in pairs {
+        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[value as usize]);
     }
-    let text = match fraction {
-        0 => &[&text[..19], b"Z"][..],
-        f if f % 1_000 == 0 => &[&text[..23], b"Z"][..],
-        _ => &[&text[..]][..],
+    let end = match fraction {
+        0 => 19,
+        f if f % 1_000 == 0 => 23,
+        _ => 26,
     };
-    for part in text {
-        out.push_str(std::str::from_utf8(part).expect("digits and separators"));
-    }
+    text[end] = b'Z';
+    out.push_str(std::str::from_utf8(&text[..=end]).expect("digits and separators"));
     true
 }
 
