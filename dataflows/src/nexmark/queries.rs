@@ -21,12 +21,14 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::str::FromStr;
 
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine};
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::{Capability, Exchange, Operator};
 
 use super::model::NexmarkEvent;
 use crate::error::DataflowError;
@@ -191,19 +193,35 @@ pub fn q2_selection<'scope>(
 pub fn q5_hot_items<'scope>(
     events: VecCollection<'scope, Epoch, NexmarkEvent>,
 ) -> VecCollection<'scope, Epoch, NexmarkRow> {
-    let bids_per_window = events.flat_map(|event| {
-        let bid = match event {
-            NexmarkEvent::Bid(bid) => Some((bid.auction, bid.date_time)),
-            _ => None,
-        };
-        bid.into_iter().flat_map(|(auction, time)| {
-            hopping_window_starts(time, Q5_WINDOW_MS, Q5_SLIDE_MS)
-                .map(move |start| (start, auction))
-        })
+    let bids = events.flat_map(|event| match event {
+        NexmarkEvent::Bid(bid) => Some((bid.auction, bid.date_time)),
+        _ => None,
     });
-    sum_per_epoch(
+    // Each auction's bids go to one worker before they are summed: otherwise every worker
+    // ships its own sum for the same hot (window, auction), and the workers' count
+    // arrangements merge about twice the updates with two workers as with one.
+    let bids = bids
+        .inner
+        .exchange(|((auction, _), _, _)| {
+            let mut hasher = WordHasher::default();
+            hasher.write_u64(*auction);
+            hasher.finish()
+        })
+        .as_collection();
+    let bids_per_window = bids.flat_map(|(auction, time)| {
+        hopping_window_starts(time, Q5_WINDOW_MS, Q5_SLIDE_MS).map(move |start| (start, auction))
+    });
+    let sums = sum_per_epoch(
         bids_per_window,
         "Q5: bids per window and auction, per epoch",
+    );
+    // The bids were exchanged by auction, so every (window, auction) is on one worker already:
+    // its count is arranged where it is, with no second exchange.
+    arrange_core::<_, _, KeyBatcher<(i64, u64), Epoch, isize>, KeySpine<(i64, u64), Epoch, isize>>(
+        sums.map(|key| (key, ())).inner,
+        Pipeline,
+        "Q5: Arrange: bids per window and auction",
+        KeyBatcher::new,
     )
     .count_total()
     .map(|((window, auction), count)| (window, (count, auction)))
@@ -371,11 +389,17 @@ where
             |_capability, _info| {
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, WordHashMap<K, isize>)> =
                     BTreeMap::new();
+                // Epochs are alike: sized like the last one, a map does not rehash as it fills.
+                let mut last_keys = 0;
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (key, time, diff) in data.drain(..) {
                             let (_, sums) = pending.entry(time).or_insert_with(|| {
-                                (capability.delayed(&time, 0), WordHashMap::default())
+                                let sums = WordHashMap::with_capacity_and_hasher(
+                                    last_keys,
+                                    Default::default(),
+                                );
+                                (capability.delayed(&time, 0), sums)
                             });
                             *sums.entry(key).or_insert(0) += diff;
                         }
@@ -385,6 +409,7 @@ where
                             break;
                         }
                         let (time, (capability, sums)) = entry.remove_entry();
+                        last_keys = sums.len();
                         output.session(&capability).give_iterator(
                             sums.into_iter()
                                 .filter(|(_, diff)| *diff != 0)
