@@ -12,6 +12,7 @@
 pub mod error;
 pub mod resume;
 pub mod schema;
+pub mod statement;
 pub mod warehouse;
 
 pub use error::SinkError;
