@@ -335,6 +335,7 @@ fn prepare(
         &pipeline.source_infos(),
         &definition_with_files(pipeline, &file_plans),
     )?;
+    warehouse.set_changes_retention(config.warehouse.changes_retention());
     let resume = warehouse.resume_point().cloned();
     let mut plans = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {

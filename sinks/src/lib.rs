@@ -9,12 +9,14 @@
 //! through crashes at any moment, including in the middle of a commit (DuckDB's write-ahead log
 //! makes the transaction all or nothing).
 
+pub mod changes;
 pub mod error;
 pub mod resume;
 pub mod schema;
 pub mod statement;
 pub mod warehouse;
 
+pub use changes::ChangesRetention;
 pub use error::SinkError;
 pub use resume::{CheckpointState, ResumePoint};
 pub use warehouse::{fingerprint, CommitInfo, SourceInfo, Warehouse, WarehouseConfig};
