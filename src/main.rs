@@ -500,6 +500,18 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         summary.events_per_second(),
         summary.snapshots
     );
+    if let Some(publish) = &summary.publish {
+        let millis = |d: Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "tidewater run: published {} ({} copies, the last of snapshot {}, taking {:.0} ms, the slowest {:.0} ms; {} failed)",
+            publish.target.display(),
+            publish.published,
+            publish.last_snapshot.map_or("none".to_owned(), |s| s.to_string()),
+            publish.last_duration.map_or(0.0, millis),
+            millis(publish.max_duration),
+            publish.failures
+        );
+    }
     Ok(())
 }
 

@@ -527,6 +527,24 @@ path = "w.duckdb"
     }
 
     #[test]
+    fn publishing_is_not_part_of_the_definition() {
+        let base = Pipeline::from_toml(MINIMAL, "a").unwrap();
+        assert_eq!(base.config.warehouse.publish, None);
+        assert_eq!(base.config.warehouse.publish_interval.to_string(), "30s");
+        let text = MINIMAL.replace(
+            "path = \"w.duckdb\"",
+            "path = \"w.duckdb\"\npublish = \"copy.duckdb\"\npublish_interval = \"5s\"",
+        );
+        let publishing = Pipeline::from_toml(&text, "b").unwrap();
+        let warehouse = &publishing.config.warehouse;
+        assert_eq!(warehouse.publish, Some(PathBuf::from("copy.duckdb")));
+        assert_eq!(warehouse.publish_interval.to_string(), "5s");
+        assert_eq!(publishing.fingerprint(), base.fingerprint());
+        let again = Pipeline::from_toml(&publishing.to_toml(), "round trip").unwrap();
+        assert_eq!(again.config, publishing.config);
+    }
+
+    #[test]
     fn a_source_is_either_a_file_or_a_kafka_topic() {
         let file = MINIMAL.replace(
             "brokers = \"b:9092\"\ntopic = \"t\"",

@@ -28,4 +28,6 @@ pub enum SinkError {
     },
     #[error("warehouse {path}: {detail}")]
     Database { path: PathBuf, detail: String },
+    #[error("publishing a copy of the warehouse to {path} failed: {detail}")]
+    Publish { path: PathBuf, detail: String },
 }

@@ -11,6 +11,7 @@
 
 pub mod changes;
 pub mod error;
+pub mod publish;
 pub mod resume;
 pub mod schema;
 pub mod statement;
@@ -18,5 +19,6 @@ pub mod warehouse;
 
 pub use changes::ChangesRetention;
 pub use error::SinkError;
+pub use publish::{PublishStats, Publisher};
 pub use resume::{CheckpointState, ResumePoint};
 pub use warehouse::{fingerprint, CommitInfo, SourceInfo, Warehouse, WarehouseConfig};

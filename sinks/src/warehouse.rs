@@ -40,6 +40,18 @@ pub struct WarehouseConfig {
     /// `changes_keep_snapshots` too, a snapshot goes once either limit passes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes_keep_for: Option<HumanDuration>,
+    /// Publish a complete copy of the warehouse to this file (written next to it, then
+    /// renamed over it), which other programs may open at any time, also while the engine
+    /// runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PathBuf>,
+    /// At most how often the copy is published (default 30s); a run also publishes at its end.
+    #[serde(default = "default_publish_interval")]
+    pub publish_interval: HumanDuration,
+}
+
+fn default_publish_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
 }
 
 fn default_snapshot_interval() -> HumanDuration {
