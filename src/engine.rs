@@ -14,7 +14,7 @@ use tidewater_dataflows::operators::{
 };
 use tidewater_dataflows::{build_durable_views, Durability, Epoch, Restore, SourceStreams};
 use tidewater_sinks::resume::Positions;
-use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
+use tidewater_sinks::{CommitInfo, PublishStats, Publisher, SinkError, Warehouse};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
@@ -64,6 +64,8 @@ pub struct RunSummary {
     pub records_late: u64,
     pub snapshots: u64,
     pub elapsed: Duration,
+    /// What the publisher did (`publish` in `[warehouse]`; the writer process only).
+    pub publish: Option<PublishStats>,
 }
 
 impl RunSummary {
@@ -111,6 +113,14 @@ pub fn run(
     } else {
         (None, None, Vec::new())
     };
+    let publisher = match (&warehouse, &config.warehouse.publish) {
+        (Some(warehouse), Some(target)) => Some(Arc::new(Publisher::start(
+            warehouse,
+            target,
+            config.warehouse.publish_interval.0,
+        )?)),
+        _ => None,
+    };
     let workers = options.workers.max(1);
     let warehouse_slot = Arc::new(Mutex::new(warehouse));
     let writer = Arc::new(WriterState::default());
@@ -133,6 +143,7 @@ pub fn run(
     let worker_control = Arc::clone(&control);
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
+    let worker_publisher = publisher.clone();
     // One per source, shared by every worker of the process (see `SharedClock`).
     let process_clocks: Vec<SharedClock> = pipeline
         .config
@@ -156,6 +167,7 @@ pub fn run(
         let control = Arc::clone(&worker_control);
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
+        let publisher = worker_publisher.clone();
         let (pipeline, start, restored_state) = &*worker_pipeline;
         let start = share_start(worker, start.as_ref().filter(|_| worker.index() == 0));
         if exit_at_end {
@@ -256,6 +268,9 @@ pub fn run(
                         if let Some(hook) = &on_commit {
                             hook(open.connection(), &info);
                         }
+                        if let Some(publisher) = &publisher {
+                            publisher.after_commit();
+                        }
                     }
                     Ok(None) => {}
                     Err(error) => {
@@ -283,6 +298,9 @@ pub fn run(
     // (inside `join`) panics again: that, too, means a lost peer.
     let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
     drop(progress_line);
+    // Also after a failed run: the warehouse holds its last committed snapshot. This closes
+    // the last connection to the warehouse, before the run returns.
+    let publish = publisher.map(|publisher| publisher.finish());
     let worker_results = joined.map_err(|_| EngineError::PeerLost)?;
     for result in worker_results {
         // `Err`: a panic `run_to_completion` did not catch (its text is lost by then).
@@ -308,6 +326,7 @@ pub fn run(
         records_late: writer.late.load(Ordering::Relaxed),
         snapshots: writer.snapshots.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
+        publish,
     })
 }
 
@@ -335,6 +354,7 @@ fn prepare(
         &pipeline.source_infos(),
         &definition_with_files(pipeline, &file_plans),
     )?;
+    warehouse.set_changes_retention(config.warehouse.changes_retention());
     let resume = warehouse.resume_point().cloned();
     let mut plans = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod launcher;
 pub mod pipeline;
 pub mod progress;
+pub mod query;
 
 pub use engine::{run, CommitHook, RunOptions, RunSummary};
 pub use error::EngineError;

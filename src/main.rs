@@ -51,7 +51,8 @@ enum Command {
     Check(CheckArgs),
     /// Embedded broker + generated readings + the pipeline on all cores, then a sample query.
     Demo(DemoArgs),
-    /// Run one SQL query on a warehouse file, opened read-only (not while an engine writes it).
+    /// Run one read-only SQL statement on a warehouse file (not while an engine writes it: query
+    /// its published copy then), optionally as of an earlier snapshot.
     Query(QueryArgs),
     /// Measure throughput: workloads x modes x processes x workers, each against the ceiling of
     /// its input path; writes a table, JSON lines, a DuckDB results table and an SVG plot.
@@ -113,11 +114,25 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("file").required(true).args(["config", "warehouse"])))]
 struct QueryArgs {
-    /// The warehouse file.
+    /// The pipeline file (TOML) whose warehouse to read, as `run --config` takes it.
+    #[arg(long, visible_alias = "pipeline")]
+    config: Option<PathBuf>,
+    /// The warehouse file (or a published copy of one).
     #[arg(long)]
-    warehouse: PathBuf,
-    /// The query, e.g. "SELECT * FROM station_hourly ORDER BY entries DESC LIMIT 10".
+    warehouse: Option<PathBuf>,
+    /// See every view as of this snapshot (`_snapshots.snapshot_id`), rebuilt from its change
+    /// table; a view without one (no `changes = true`) is refused.
+    #[arg(long, value_name = "SNAPSHOT")]
+    as_of: Option<i64>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value = "table")]
+    format: tidewater::query::OutputFormat,
+    /// One read-only statement (SELECT, WITH, VALUES, FROM, TABLE, SHOW, DESCRIBE, SUMMARIZE,
+    /// PIVOT, EXPLAIN), e.g. "SELECT * FROM station_hourly ORDER BY entries DESC LIMIT 10".
+    /// It may begin with a `--` comment.
+    #[arg(allow_hyphen_values = true)]
     sql: String,
 }
 
@@ -314,24 +329,21 @@ fn bench(args: BenchArgs) -> Result<()> {
 }
 
 fn query(args: QueryArgs) -> Result<()> {
-    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
-    let conn = duckdb::Connection::open_with_flags(&args.warehouse, config)
-        .with_context(|| format!("opening {} read-only", args.warehouse.display()))?;
-    let mut statement = conn.prepare(&args.sql).context("preparing the query")?;
-    let mut rows = statement.query([]).context("running the query")?;
-    let names: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
-    println!("{}", names.join("\t"));
-    while let Some(row) = rows.next()? {
-        let cells: Vec<String> = (0..names.len())
-            .map(|i| match row.get::<_, duckdb::types::Value>(i) {
-                Ok(duckdb::types::Value::Null) => "NULL".to_owned(),
-                Ok(duckdb::types::Value::Text(text)) => text,
-                Ok(value) => format!("{value:?}"),
-                Err(error) => format!("<{error}>"),
-            })
-            .collect();
-        println!("{}", cells.join("\t"));
-    }
+    let (path, published) = match (&args.warehouse, &args.config) {
+        (Some(path), _) => (path.clone(), None),
+        (None, Some(config)) => {
+            let warehouse = Pipeline::load(config)?.config.warehouse;
+            (warehouse.path, warehouse.publish)
+        }
+        (None, None) => bail!("give --config or --warehouse"),
+    };
+    let options = tidewater_sinks::ReadOptions {
+        as_of: args.as_of,
+        published,
+    };
+    let reader = tidewater_sinks::Reader::open(&path, &options)?;
+    let result = tidewater::query::run_query(&reader, &args.sql)?;
+    print!("{}", tidewater::query::render(&result, args.format));
     Ok(())
 }
 
@@ -500,6 +512,18 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         summary.events_per_second(),
         summary.snapshots
     );
+    if let Some(publish) = &summary.publish {
+        let millis = |d: Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "tidewater run: published {} ({} copies, the last of snapshot {}, taking {:.0} ms, the slowest {:.0} ms; {} failed)",
+            publish.target.display(),
+            publish.published,
+            publish.last_snapshot.map_or("none".to_owned(), |s| s.to_string()),
+            publish.last_duration.map_or(0.0, millis),
+            millis(publish.max_duration),
+            publish.failures
+        );
+    }
     Ok(())
 }
 

@@ -487,6 +487,64 @@ path = "w.duckdb"
     }
 
     #[test]
+    fn change_tables_are_part_of_the_definition_and_their_retention_is_not() {
+        let base = Pipeline::from_toml(MINIMAL, "a").unwrap();
+        // Definitions written before change tables existed keep their fingerprints.
+        assert!(!base.definition().contains("changes"));
+        assert!(!base.views[0].changes);
+        let with_changes = MINIMAL.replace("aggregates = [", "changes = true\naggregates = [");
+        let changed = Pipeline::from_toml(&with_changes, "b").unwrap();
+        assert!(changed.views[0].changes);
+        assert_ne!(changed.fingerprint(), base.fingerprint());
+        let retained = with_changes.replace(
+            "path = \"w.duckdb\"",
+            "path = \"w.duckdb\"\nchanges_keep_snapshots = 10\nchanges_keep_for = \"7d\"",
+        );
+        let configured = Pipeline::from_toml(&retained, "c").unwrap();
+        assert_eq!(configured.fingerprint(), changed.fingerprint());
+        assert_eq!(
+            configured.config.warehouse.changes_retention(),
+            tidewater_sinks::ChangesRetention {
+                keep_snapshots: Some(10),
+                keep_for: Some(std::time::Duration::from_secs(7 * 86_400)),
+            }
+        );
+        let again = Pipeline::from_toml(&configured.to_toml(), "round trip").unwrap();
+        assert_eq!(again.config, configured.config);
+
+        let never = retained.replace("changes_keep_snapshots = 10", "changes_keep_snapshots = 0");
+        assert!(error_of(&never).contains("nonzero"), "{}", error_of(&never));
+        let reserved = with_changes.replace("name = \"v\"", "name = \"v__changes\"");
+        assert!(error_of(&reserved).contains("reserved for change tables"));
+        let clash = with_changes.replace("column = \"entries\"", "column = \"diff\"");
+        assert!(error_of(&clash).contains("`diff`"), "{}", error_of(&clash));
+        // Without a change table, `diff` is an ordinary column name.
+        Pipeline::from_toml(
+            &MINIMAL.replace("column = \"entries\"", "column = \"diff\""),
+            "d",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn publishing_is_not_part_of_the_definition() {
+        let base = Pipeline::from_toml(MINIMAL, "a").unwrap();
+        assert_eq!(base.config.warehouse.publish, None);
+        assert_eq!(base.config.warehouse.publish_interval.to_string(), "30s");
+        let text = MINIMAL.replace(
+            "path = \"w.duckdb\"",
+            "path = \"w.duckdb\"\npublish = \"copy.duckdb\"\npublish_interval = \"5s\"",
+        );
+        let publishing = Pipeline::from_toml(&text, "b").unwrap();
+        let warehouse = &publishing.config.warehouse;
+        assert_eq!(warehouse.publish, Some(PathBuf::from("copy.duckdb")));
+        assert_eq!(warehouse.publish_interval.to_string(), "5s");
+        assert_eq!(publishing.fingerprint(), base.fingerprint());
+        let again = Pipeline::from_toml(&publishing.to_toml(), "round trip").unwrap();
+        assert_eq!(again.config, publishing.config);
+    }
+
+    #[test]
     fn a_source_is_either_a_file_or_a_kafka_topic() {
         let file = MINIMAL.replace(
             "brokers = \"b:9092\"\ntopic = \"t\"",

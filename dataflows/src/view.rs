@@ -36,6 +36,18 @@ pub struct ViewConfig {
     #[serde(default)]
     pub emit: EmitMode,
     pub aggregates: Vec<AggregateConfig>,
+    /// Also keep the view's history: the warehouse appends every row change to the table
+    /// `<name>__changes`, so the view can be queried as of any snapshot. Declared per view, in
+    /// the pipeline's definition, so that a change table covers its view from the warehouse's
+    /// first snapshot (turning it on for a warehouse that has snapshots is refused like any
+    /// other change of definition). Serialized only when on, so that the definitions, and the
+    /// fingerprints, of warehouses written before change tables existed stay the same.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub changes: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn zero() -> HumanDuration {
@@ -112,7 +124,12 @@ pub struct ViewSpec {
     pub columns: Vec<Column>,
     /// The first `key_len` columns identify a row: the group fields and `window_start`.
     pub key_len: usize,
+    /// Whether the warehouse keeps the view's history (see [`ViewConfig::changes`]).
+    pub changes: bool,
 }
+
+/// The suffix of a view's change table (`<view>__changes`), which no view name may end with.
+pub const CHANGES_SUFFIX: &str = "__changes";
 
 /// Table and column names are plain identifiers, so they need no quoting in analysts' SQL.
 pub fn check_identifier(what: &str, name: &str) -> Result<(), DataflowError> {
@@ -142,6 +159,12 @@ impl ViewSpec {
         if config.name.starts_with('_') {
             return Err(invalid(format!(
                 "view name {:?} starts with `_`, which is reserved for Tidewater's own tables",
+                config.name
+            )));
+        }
+        if config.name.to_ascii_lowercase().ends_with(CHANGES_SUFFIX) {
+            return Err(invalid(format!(
+                "view name {:?} ends with `{CHANGES_SUFFIX}`, which is reserved for change tables",
                 config.name
             )));
         }
@@ -219,6 +242,17 @@ impl ViewSpec {
                 )));
             }
         }
+        if config.changes {
+            if let Some(column) = columns
+                .iter()
+                .find(|c| ["snapshot_id", "diff"].contains(&c.name.to_ascii_lowercase().as_str()))
+            {
+                return Err(invalid(format!(
+                    "a column is named `{}`, which the change table (changes = true) has as its own column",
+                    column.name
+                )));
+            }
+        }
         Ok(ViewSpec {
             name: config.name.clone(),
             source,
@@ -230,6 +264,7 @@ impl ViewSpec {
             aggregates,
             columns,
             key_len,
+            changes: config.changes,
         })
     }
 

@@ -28,4 +28,23 @@ pub enum SinkError {
     },
     #[error("warehouse {path}: {detail}")]
     Database { path: PathBuf, detail: String },
+    #[error("publishing a copy of the warehouse to {path} failed: {detail}")]
+    Publish { path: PathBuf, detail: String },
+    #[error("warehouse {path} is locked by another process, normally a running engine, and DuckDB lets no other process read it then ({detail}); stop the engine, or query its published copy{copy}")]
+    BeingWritten {
+        path: PathBuf,
+        detail: String,
+        /// ` (path)` of the published copy, when known.
+        copy: String,
+    },
+    #[error("no warehouse file at {0}")]
+    NoWarehouse(PathBuf),
+    #[error("refused: {0}")]
+    NotReadOnly(String),
+    #[error("as of snapshot {snapshot}: {detail}")]
+    AsOf { snapshot: i64, detail: String },
+    #[error("as of snapshot {snapshot}: view {view} has no change table, so its past is not kept (declare it with changes = true in a new warehouse)")]
+    NoHistory { snapshot: i64, view: String },
+    #[error("query failed: {0}")]
+    Query(String),
 }

@@ -97,13 +97,7 @@ pub fn stage_table(view: &ViewSpec) -> String {
 pub fn apply_stage_sql(view: &ViewSpec) -> (String, String) {
     let table = &view.name;
     let stage = stage_table(view);
-    let matches: Vec<String> = view.columns[..view.key_len]
-        .iter()
-        .map(|c| match c.nullable {
-            true => format!("{table}.{0} IS NOT DISTINCT FROM s.{0}", c.name),
-            false => format!("{table}.{0} = s.{0}", c.name),
-        })
-        .collect();
+    let matches = key_matches(view, table, "s");
     let delete = if matches.is_empty() {
         // A global view without group fields has one row.
         format!("DELETE FROM {table}")
@@ -119,4 +113,17 @@ pub fn apply_stage_sql(view: &ViewSpec) -> (String, String) {
         columns.join(", ")
     );
     (delete, insert)
+}
+
+/// The conditions under which a row of `left` and a row of `right` have the same key (none for
+/// a view without key columns): `=` where the key column is not nullable, so that DuckDB can
+/// hash-join, `IS NOT DISTINCT FROM` where it is.
+pub fn key_matches(view: &ViewSpec, left: &str, right: &str) -> Vec<String> {
+    view.columns[..view.key_len]
+        .iter()
+        .map(|c| match c.nullable {
+            true => format!("{left}.{0} IS NOT DISTINCT FROM {right}.{0}", c.name),
+            false => format!("{left}.{0} = {right}.{0}", c.name),
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! The warehouse file and its single writer.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, Value};
@@ -10,6 +11,9 @@ use tidewater_dataflows::duration::HumanDuration;
 use tidewater_dataflows::operators::{Snapshot, ViewChange};
 use tidewater_dataflows::ViewSpec;
 
+use crate::changes::{
+    capture_sql, changes_ddl, fold_history, ChangesRetention, CHANGES_BOOKKEEPING_DDL,
+};
 use crate::error::SinkError;
 use crate::resume::{read_resume_point, write_state, ResumePoint};
 use crate::schema::{apply_stage_sql, stage_ddl, stage_table, view_ddl, BOOKKEEPING_DDL};
@@ -27,6 +31,27 @@ pub struct WarehouseConfig {
     /// this much of the topics (default 1m; rounded to whole snapshot intervals).
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: HumanDuration,
+    /// Change tables (views with `changes = true`) keep the last N snapshots queryable as of
+    /// (default: every snapshot). Not part of the pipeline's definition: it may change
+    /// between runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_keep_snapshots: Option<NonZeroU64>,
+    /// Change tables keep the snapshots committed within this long queryable as of; with
+    /// `changes_keep_snapshots` too, a snapshot goes once either limit passes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_keep_for: Option<HumanDuration>,
+    /// Publish a complete copy of the warehouse to this file (written next to it, then
+    /// renamed over it), which other programs may open at any time, also while the engine
+    /// runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PathBuf>,
+    /// At most how often the copy is published (default 30s); a run also publishes at its end.
+    #[serde(default = "default_publish_interval")]
+    pub publish_interval: HumanDuration,
+}
+
+fn default_publish_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
 }
 
 fn default_snapshot_interval() -> HumanDuration {
@@ -38,6 +63,13 @@ fn default_checkpoint_interval() -> HumanDuration {
 }
 
 impl WarehouseConfig {
+    pub fn changes_retention(&self) -> ChangesRetention {
+        ChangesRetention {
+            keep_snapshots: self.changes_keep_snapshots.map(NonZeroU64::get),
+            keep_for: self.changes_keep_for.map(|d| d.0),
+        }
+    }
+
     /// Every how many epochs a checkpoint is taken.
     pub fn checkpoint_every(&self) -> u64 {
         let snapshot = self.snapshot_interval.0.as_secs_f64().max(1e-3);
@@ -102,6 +134,9 @@ pub struct Warehouse {
     changed_since_checkpoint: bool,
     /// Offset ranges skipped under an `offset_reset` policy, for the next snapshot's record.
     skipped: Vec<String>,
+    /// The oldest snapshot the change tables answer as of (`_changes.since`).
+    changes_since: i64,
+    retention: ChangesRetention,
     /// `TIDEWATER_FAULT_ABORT_IN_COMMIT=n`: abort the process inside its n-th commit, after
     /// everything is written and before `COMMIT` (for crash tests only).
     fault_commit: Option<u64>,
@@ -134,6 +169,11 @@ impl Warehouse {
             detail: e.to_string(),
         };
         conn.execute_batch(BOOKKEEPING_DDL).map_err(unwritable)?;
+        let with_changes: Vec<&ViewSpec> = views.iter().filter(|v| v.changes).collect();
+        if !with_changes.is_empty() {
+            conn.execute_batch(CHANGES_BOOKKEEPING_DDL)
+                .map_err(unwritable)?;
+        }
         let database = |detail: String| SinkError::Database {
             path: path.to_owned(),
             detail,
@@ -173,6 +213,16 @@ impl Warehouse {
                 setup.push_str(&view_ddl(view));
             }
             setup.push_str("DELETE FROM _pipeline; DELETE FROM _state;\n");
+            if !with_changes.is_empty() {
+                setup.push_str("DELETE FROM _changes;\n");
+            }
+            for view in &with_changes {
+                setup.push_str(&changes_ddl(view));
+                setup.push_str(&format!(
+                    "INSERT INTO _changes VALUES ('{}', 0);\n",
+                    view.name
+                ));
+            }
             None
         };
         for view in views {
@@ -196,6 +246,14 @@ impl Warehouse {
         };
         // A resumed file may end with snapshots after its last checkpoint.
         let changed_since_checkpoint = resume.is_some();
+        let changes_since: i64 = match with_changes.is_empty() {
+            true => 0,
+            false => conn
+                .query_row("SELECT coalesce(max(since), 0) FROM _changes", [], |row| {
+                    row.get(0)
+                })
+                .map_err(|e| database(e.to_string()))?,
+        };
         Ok(Warehouse {
             conn,
             path: path.to_owned(),
@@ -211,10 +269,17 @@ impl Warehouse {
             commits: 0,
             changed_since_checkpoint,
             skipped: Vec::new(),
+            changes_since,
+            retention: ChangesRetention::default(),
             fault_commit: std::env::var("TIDEWATER_FAULT_ABORT_IN_COMMIT")
                 .ok()
                 .and_then(|n| n.parse().ok()),
         })
+    }
+
+    /// How long change tables keep their history (default: all of it).
+    pub fn set_changes_retention(&mut self, retention: ChangesRetention) {
+        self.retention = retention;
     }
 
     /// Where a restart picks up: `None` for a file without snapshots.
@@ -296,7 +361,8 @@ impl Warehouse {
             rows_deleted: snapshot.changes.iter().filter(|c| c.row.is_none()).count() as u64,
             duration: std::time::Duration::ZERO,
         };
-        self.write(&info, snapshot, &offsets, &watermarks)
+        let changes_since = self
+            .write(&info, snapshot, &offsets, &watermarks)
             .map_err(|e| SinkError::Commit {
                 path: self.path.clone(),
                 snapshot_id: info.snapshot_id,
@@ -308,19 +374,21 @@ impl Warehouse {
         self.commits += 1;
         self.changed_since_checkpoint = snapshot.checkpoint.is_none();
         self.skipped.clear();
+        self.changes_since = changes_since;
         self.committed_offsets = offsets.clone();
         self.offsets = offsets;
         self.watermarks = watermarks;
         Ok(Some(info))
     }
 
+    /// Writes and commits one snapshot; returns the change tables' `since` after it.
     fn write(
         &mut self,
         info: &CommitInfo,
         snapshot: &Snapshot,
         offsets: &BTreeMap<(usize, i32), (i64, Option<i64>)>,
         watermarks: &BTreeMap<usize, i64>,
-    ) -> duckdb::Result<()> {
+    ) -> duckdb::Result<i64> {
         let tx = self.conn.transaction()?;
         let mut start = 0;
         while start < snapshot.changes.len() {
@@ -331,7 +399,7 @@ impl Warehouse {
                     .take_while(|c| c.view == index)
                     .count();
             let view = &self.views[index];
-            write_view_changes(&tx, view, &snapshot.changes[start..end])?;
+            write_view_changes(&tx, view, &snapshot.changes[start..end], info.snapshot_id)?;
             start = end;
         }
         tx.execute(
@@ -350,6 +418,15 @@ impl Warehouse {
         )?;
         if let Some(state) = &snapshot.checkpoint {
             write_state(&tx, state)?;
+        }
+        let mut changes_since = self.changes_since;
+        if self.views.iter().any(|v| v.changes) {
+            if let Some(cut) = self.retention.cut(&tx, info.snapshot_id)? {
+                if cut > changes_since {
+                    fold_history(&tx, &self.views, changes_since, cut)?;
+                    changes_since = cut;
+                }
+            }
         }
         if self.fault_commit == Some(self.commits + 1) {
             // Test hook (see `Warehouse::open`): die like `kill -9` with the transaction
@@ -416,16 +493,19 @@ impl Warehouse {
             }
             appender.flush()?;
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(changes_since)
     }
 }
 
 /// Stages one view's row changes with an appender, then deletes every changed key and inserts
-/// the new rows, all inside the snapshot's transaction.
+/// the new rows, all inside the snapshot's transaction (and before that, for a view with a
+/// change table, appends the rows that change to it).
 fn write_view_changes(
     tx: &duckdb::Transaction<'_>,
     view: &ViewSpec,
     changes: &[ViewChange],
+    snapshot_id: i64,
 ) -> duckdb::Result<()> {
     let stage = stage_table(view);
     tx.execute(&format!("DELETE FROM {stage}"), [])?;
@@ -445,6 +525,9 @@ fn write_view_changes(
             appender.append_row(appender_params_from_iter(values.iter()))?;
         }
         appender.flush()?;
+    }
+    if view.changes {
+        tx.execute(&capture_sql(view, snapshot_id), [])?;
     }
     let (delete, insert) = apply_stage_sql(view);
     tx.execute(&delete, [])?;

@@ -268,12 +268,22 @@ pub fn assert_views_equal(actual: &View, expected: &View, context: &str) {
     );
 }
 
+/// Views of [`turnstile_pipeline`] with a change table: one with late updates, one whose rows
+/// are deleted (sessions merge), one without a window.
+pub const VIEWS_WITH_CHANGES: [&str; 3] =
+    ["station_hourly", "turnstile_sessions", "division_totals"];
+
 /// The demo's turnstile pipeline (all its views) reading `topic` at `brokers` into `warehouse`,
-/// with short snapshot and checkpoint intervals so that a short run has many of each.
+/// with short snapshot and checkpoint intervals so that a short run has many of each. Some
+/// views keep change tables, so that every test of restarts, faults and clusters also checks
+/// them (see [`warehouse_contents`]).
 pub fn turnstile_pipeline(brokers: &str, topic: &str, warehouse: &Path) -> Pipeline {
     let mut pipeline = tidewater::demo::demo_pipeline(brokers, warehouse);
     pipeline.config.sources[0].topic = topic.to_owned();
     pipeline.config.sources[0].poll_batch = 512;
+    for view in &mut pipeline.config.views {
+        view.changes = VIEWS_WITH_CHANGES.contains(&view.name.as_str());
+    }
     pipeline.config.warehouse.snapshot_interval = "50ms".parse().unwrap();
     pipeline.config.warehouse.checkpoint_interval = "200ms".parse().unwrap();
     Pipeline::new(pipeline.config).expect("the demo pipeline is valid")
@@ -302,11 +312,24 @@ pub fn turnstile_messages(count: usize, seed: u64) -> Vec<(Option<String>, Vec<u
 }
 
 /// Everything a restart must reproduce exactly: every view table, `_late` and `_rejects`
-/// (without snapshot ids, which depend on how the run was cut), rows as text, sorted.
+/// (without snapshot ids, which depend on how the run was cut), rows as text, sorted. Change
+/// tables depend on how the run was cut too: they are checked with
+/// [`assert_change_table_consistent`] instead of being compared.
 pub fn warehouse_contents(path: &Path) -> BTreeMap<String, Vec<String>> {
     let conn = Connection::open(path).expect("open warehouse");
+    let changes: Vec<String> = conn
+        .prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_name LIKE '%\\_\\_changes' ESCAPE '\\'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for table in changes {
+        let view = table.trim_end_matches("__changes");
+        assert_change_table_consistent(&conn, view, path);
+    }
     let tables: Vec<String> = conn
-        .prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' AND (table_name NOT LIKE '\\_%' ESCAPE '\\' OR table_name IN ('_late', '_rejects')) ORDER BY 1")
+        .prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' AND table_name NOT LIKE '%\\_\\_changes' ESCAPE '\\' AND (table_name NOT LIKE '\\_%' ESCAPE '\\' OR table_name IN ('_late', '_rejects')) ORDER BY 1")
         .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()
@@ -332,6 +355,50 @@ pub fn warehouse_contents(path: &Path) -> BTreeMap<String, Vec<String>> {
         contents.insert(table, lines);
     }
     contents
+}
+
+/// A change table that neither lost nor doubled a snapshot: summed up to any snapshot, every
+/// row of the view counts 0 or 1 times, and summed up to the last one it is the view table.
+pub fn assert_change_table_consistent(conn: &Connection, view: &str, path: &Path) {
+    let columns: Vec<String> = conn
+        .prepare("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index")
+        .unwrap()
+        .query_map([view], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!columns.is_empty(), "{}: no view {view}", path.display());
+    let columns = columns.join(", ");
+    let running_outside: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM (SELECT sum(diff) OVER (PARTITION BY {columns} ORDER BY snapshot_id) AS running FROM (SELECT snapshot_id, {columns}, sum(diff) AS diff FROM {view}__changes GROUP BY ALL)) WHERE running NOT IN (0, 1)"
+            ),
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        running_outside,
+        0,
+        "{}: rows of {view}__changes count other than 0 or 1 times as of some snapshot",
+        path.display()
+    );
+    let differing: i64 = conn
+        .query_row(
+            &format!(
+                "WITH summed AS (SELECT {columns} FROM {view}__changes GROUP BY {columns} HAVING sum(diff) > 0) SELECT count(*) FROM ((FROM summed EXCEPT ALL FROM {view}) UNION ALL (FROM {view} EXCEPT ALL FROM summed))"
+            ),
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        differing,
+        0,
+        "{}: {view}__changes summed is not the table {view}",
+        path.display()
+    );
 }
 
 /// Compares two warehouses' contents table by table, showing the first differing rows.
