@@ -75,8 +75,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
     let broker = EmbeddedBroker::start()?;
     broker.create_topic(DEMO_TOPIC, options.partitions)?;
     let brokers = broker.bootstrap_servers();
-    eprintln!(
-        "tidewater demo: embedded broker at {brokers}, topic `{DEMO_TOPIC}` with {} partitions; producing {} readings while {} workers consume",
+    tracing::info!(
+        "demo: embedded broker at {brokers}, topic `{DEMO_TOPIC}` with {} partitions; producing {} readings while {} workers consume",
         options.partitions, options.events, options.workers
     );
     let config = match &options.pipeline {

@@ -245,6 +245,17 @@ pub fn run(
                 open.note_skipped(control.take_skipped().iter().map(|s| s.to_string()));
                 match open.commit(&snapshot) {
                     Ok(Some(info)) => {
+                        tracing::debug!(
+                            snapshot_id = info.snapshot_id,
+                            epoch = info.epoch,
+                            records_in = info.records_in,
+                            rejected = info.records_rejected,
+                            late = info.records_late,
+                            upserted = info.rows_upserted,
+                            deleted = info.rows_deleted,
+                            commit_ms = info.duration.as_secs_f64() * 1e3,
+                            "snapshot committed"
+                        );
                         writer.snapshots.fetch_add(1, Ordering::Relaxed);
                         writer
                             .committed
@@ -370,14 +381,14 @@ fn prepare(
                     source.offset_reset,
                 )?;
                 for skipped in skipped {
-                    eprintln!("tidewater: warning: {skipped}");
+                    tracing::warn!("{skipped}");
                     control.record_skipped(skipped);
                 }
             }
             None => {
                 for (partition, earliest) in plan.unretained() {
-                    eprintln!(
-                        "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
+                    tracing::warn!(
+                        "partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
                         plan.topic
                     );
                 }
@@ -403,16 +414,13 @@ fn prepare(
             _ if records == 0 => format!("{bytes} bytes of files"),
             _ => format!("{records} records and {bytes} bytes of files"),
         };
-        eprintln!(
-            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} to replay",
+        tracing::info!(
+            "resuming after snapshot {} from {}: {} state entries restored, {replay} to replay",
             point.last_snapshot,
-            point
-                .checkpoint
-                .as_ref()
-                .map_or("the beginning of every partition".to_owned(), |c| format!(
-                    "the checkpoint of snapshot {}",
-                    c.snapshot_id
-                )),
+            point.checkpoint.as_ref().map_or(
+                "the beginning of every partition".to_owned(),
+                |c| format!("the checkpoint of snapshot {}", c.snapshot_id)
+            ),
             point.checkpoint.as_ref().map_or(0, |c| c.state.len()),
         );
     }

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod launcher;
+pub mod logging;
 pub mod pipeline;
 pub mod progress;
 

@@ -249,6 +249,7 @@ fn keep_freed_memory_for_a_while() {
 fn main() {
     keep_freed_memory_for_a_while();
     quiet_peer_panics();
+    tidewater::logging::init();
     if let Err(error) = dispatch(Cli::parse()) {
         eprintln!("tidewater: error: {error:#}");
         std::process::exit(1);
