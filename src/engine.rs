@@ -16,13 +16,14 @@ use tidewater_dataflows::{build_durable_views, Durability, Epoch, Restore, Sourc
 use tidewater_sinks::resume::Positions;
 use tidewater_sinks::{CommitInfo, SinkError, Warehouse};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Inspect, Probe};
 
 use crate::cluster::{
     connect_watchdog, lost_peer_panic, panic_text, relay_stops, share_start, timely_config,
     ClusterOptions, Start,
 };
 use crate::error::EngineError;
+use crate::observe::Observer;
 use crate::pipeline::{Connector, Pipeline};
 use crate::progress::ProgressLine;
 
@@ -41,6 +42,8 @@ pub struct RunOptions {
     /// This process's place in a cluster; `None`: one process.
     pub cluster: Option<ClusterOptions>,
     pub on_commit: Option<CommitHook>,
+    /// Publishes counters, positions, snapshots and a reader connection (`--serve-http`).
+    pub observe: Option<Arc<Observer>>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             progress: false,
             cluster: None,
             on_commit: None,
+            observe: None,
         }
     }
 }
@@ -112,6 +116,28 @@ pub fn run(
         (None, None, Vec::new())
     };
     let workers = options.workers.max(1);
+    if let Some(observer) = &options.observe {
+        let processes = options.cluster.as_ref().map_or(1, |c| c.addresses.len());
+        let plans = start.as_ref().map_or(&[][..], |s| &s.plans[..]);
+        let committed = warehouse
+            .as_ref()
+            .and_then(|w| w.resume_point())
+            .map(|r| &r.committed);
+        observer.start_run(
+            pipeline,
+            workers,
+            processes,
+            plans,
+            committed,
+            Arc::clone(&control),
+        );
+        // A second connection to the same database instance, for readers of the views.
+        match warehouse.as_ref().map(|w| w.connection().try_clone()) {
+            Some(Ok(reader)) => observer.attach_reader(reader),
+            Some(Err(error)) => tracing::warn!("no reader connection to the warehouse: {error}"),
+            None => {}
+        }
+    }
     let warehouse_slot = Arc::new(Mutex::new(warehouse));
     let writer = Arc::new(WriterState::default());
     let snapshot_interval = config.warehouse.snapshot_interval.0;
@@ -133,6 +159,7 @@ pub fn run(
     let worker_control = Arc::clone(&control);
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
+    let observe = options.observe.clone();
     // One per source, shared by every worker of the process (see `SharedClock`).
     let process_clocks: Vec<SharedClock> = pipeline
         .config
@@ -156,6 +183,8 @@ pub fn run(
         let control = Arc::clone(&worker_control);
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
+        // Only the writer reports to the observer (its frontiers are every worker's).
+        let observer = observe.clone().filter(|_| worker.index() == WRITER_WORKER);
         let (pipeline, start, restored_state) = &*worker_pipeline;
         let start = share_start(worker, start.as_ref().filter(|_| worker.index() == 0));
         if exit_at_end {
@@ -195,7 +224,8 @@ pub fn run(
                 .iter()
                 .zip(plans)
                 .zip(clocks)
-                .map(|((source, plan), clock)| {
+                .enumerate()
+                .map(|(index, ((source, plan), clock))| {
                     let (records, progress) = match source.connector() {
                         Connector::Kafka(kafka) => {
                             let alignment = Alignment {
@@ -227,6 +257,14 @@ pub fn run(
                             processed.clone(),
                         ),
                     };
+                    // Every worker builds the same operator; the writer's tells the observer
+                    // when every source has closed an epoch (freshness starts there).
+                    let frontiers = observer.clone();
+                    let progress = progress.inspect_core(move |event| {
+                        if let (Err(frontier), Some(observer)) = (event, &frontiers) {
+                            observer.source_frontier(index, frontier.first().copied());
+                        }
+                    });
                     SourceStreams { records, progress }
                 })
                 .collect();
@@ -256,6 +294,9 @@ pub fn run(
                             commit_ms = info.duration.as_secs_f64() * 1e3,
                             "snapshot committed"
                         );
+                        if let Some(observer) = &observer {
+                            observer.snapshot_done(&snapshot, Some(&info));
+                        }
                         writer.snapshots.fetch_add(1, Ordering::Relaxed);
                         writer
                             .committed
@@ -268,7 +309,11 @@ pub fn run(
                             hook(open.connection(), &info);
                         }
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Some(observer) = &observer {
+                            observer.snapshot_done(&snapshot, None);
+                        }
+                    }
                     Err(error) => {
                         // Later epochs must not be committed on top of the gap: the
                         // writer closes the file and ignores them.
@@ -294,6 +339,10 @@ pub fn run(
     // (inside `join`) panics again: that, too, means a lost peer.
     let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
     drop(progress_line);
+    // The writer's connection is closed by now; closing the readers' closes the database.
+    if let Some(observer) = &options.observe {
+        observer.detach_reader();
+    }
     let worker_results = joined.map_err(|_| EngineError::PeerLost)?;
     for result in worker_results {
         // `Err`: a panic `run_to_completion` did not catch (its text is lost by then).
