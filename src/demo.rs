@@ -13,6 +13,7 @@ use tidewater_connectors::{
 
 use crate::engine::{run, RunOptions, RunSummary};
 use crate::error::EngineError;
+use crate::observe::Observer;
 use crate::pipeline::Pipeline;
 
 pub const DEMO_TOPIC: &str = "turnstile";
@@ -27,6 +28,8 @@ pub struct DemoOptions {
     /// A pipeline file to run instead of the turnstile pipeline (its first source must read
     /// turnstile readings; brokers and warehouse path are replaced).
     pub pipeline: Option<PathBuf>,
+    /// Publishes the run (`--serve-http`).
+    pub observe: Option<Arc<Observer>>,
 }
 
 /// Readings the producer may run ahead of the engine per partition: well inside the embedded
@@ -75,8 +78,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
     let broker = EmbeddedBroker::start()?;
     broker.create_topic(DEMO_TOPIC, options.partitions)?;
     let brokers = broker.bootstrap_servers();
-    eprintln!(
-        "tidewater demo: embedded broker at {brokers}, topic `{DEMO_TOPIC}` with {} partitions; producing {} readings while {} workers consume",
+    tracing::info!(
+        "demo: embedded broker at {brokers}, topic `{DEMO_TOPIC}` with {} partitions; producing {} readings while {} workers consume",
         options.partitions, options.events, options.workers
     );
     let config = match &options.pipeline {
@@ -126,6 +129,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
         progress: true,
         cluster: None,
         on_commit: None,
+        observe: options.observe.clone(),
     };
     let result = run(&config, options_run, Arc::clone(&control));
     if result.is_err() {

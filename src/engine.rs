@@ -16,13 +16,14 @@ use tidewater_dataflows::{build_durable_views, Durability, Epoch, Restore, Sourc
 use tidewater_sinks::resume::Positions;
 use tidewater_sinks::{CommitInfo, PublishStats, Publisher, SinkError, Warehouse};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Inspect, Probe};
 
 use crate::cluster::{
     connect_watchdog, lost_peer_panic, panic_text, relay_stops, share_start, timely_config,
     ClusterOptions, Start,
 };
 use crate::error::EngineError;
+use crate::observe::Observer;
 use crate::pipeline::{Connector, Pipeline};
 use crate::progress::ProgressLine;
 
@@ -41,6 +42,8 @@ pub struct RunOptions {
     /// This process's place in a cluster; `None`: one process.
     pub cluster: Option<ClusterOptions>,
     pub on_commit: Option<CommitHook>,
+    /// Publishes counters, positions, snapshots and a reader connection (`--serve-http`).
+    pub observe: Option<Arc<Observer>>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             progress: false,
             cluster: None,
             on_commit: None,
+            observe: None,
         }
     }
 }
@@ -122,6 +126,28 @@ pub fn run(
         _ => None,
     };
     let workers = options.workers.max(1);
+    if let Some(observer) = &options.observe {
+        let processes = options.cluster.as_ref().map_or(1, |c| c.addresses.len());
+        let plans = start.as_ref().map_or(&[][..], |s| &s.plans[..]);
+        let committed = warehouse
+            .as_ref()
+            .and_then(|w| w.resume_point())
+            .map(|r| &r.committed);
+        observer.start_run(
+            pipeline,
+            workers,
+            processes,
+            plans,
+            committed,
+            Arc::clone(&control),
+        );
+        // A second connection to the same database instance, for readers of the views.
+        match warehouse.as_ref().map(|w| w.connection().try_clone()) {
+            Some(Ok(reader)) => observer.attach_reader(reader),
+            Some(Err(error)) => tracing::warn!("no reader connection to the warehouse: {error}"),
+            None => {}
+        }
+    }
     let warehouse_slot = Arc::new(Mutex::new(warehouse));
     let writer = Arc::new(WriterState::default());
     let snapshot_interval = config.warehouse.snapshot_interval.0;
@@ -144,6 +170,7 @@ pub fn run(
     let worker_writer = Arc::clone(&writer);
     let on_commit = options.on_commit.clone();
     let worker_publisher = publisher.clone();
+    let observe = options.observe.clone();
     // One per source, shared by every worker of the process (see `SharedClock`).
     let process_clocks: Vec<SharedClock> = pipeline
         .config
@@ -168,6 +195,8 @@ pub fn run(
         let writer = Arc::clone(&worker_writer);
         let on_commit = on_commit.clone();
         let publisher = worker_publisher.clone();
+        // Only the writer reports to the observer (its frontiers are every worker's).
+        let observer = observe.clone().filter(|_| worker.index() == WRITER_WORKER);
         let (pipeline, start, restored_state) = &*worker_pipeline;
         let start = share_start(worker, start.as_ref().filter(|_| worker.index() == 0));
         if exit_at_end {
@@ -207,7 +236,8 @@ pub fn run(
                 .iter()
                 .zip(plans)
                 .zip(clocks)
-                .map(|((source, plan), clock)| {
+                .enumerate()
+                .map(|(index, ((source, plan), clock))| {
                     let (records, progress) = match source.connector() {
                         Connector::Kafka(kafka) => {
                             let alignment = Alignment {
@@ -239,6 +269,14 @@ pub fn run(
                             processed.clone(),
                         ),
                     };
+                    // Every worker builds the same operator; the writer's tells the observer
+                    // when every source has closed an epoch (freshness starts there).
+                    let frontiers = observer.clone();
+                    let progress = progress.inspect_core(move |event| {
+                        if let (Err(frontier), Some(observer)) = (event, &frontiers) {
+                            observer.source_frontier(index, frontier.first().copied());
+                        }
+                    });
                     SourceStreams { records, progress }
                 })
                 .collect();
@@ -257,6 +295,20 @@ pub fn run(
                 open.note_skipped(control.take_skipped().iter().map(|s| s.to_string()));
                 match open.commit(&snapshot) {
                     Ok(Some(info)) => {
+                        tracing::debug!(
+                            snapshot_id = info.snapshot_id,
+                            epoch = info.epoch,
+                            records_in = info.records_in,
+                            rejected = info.records_rejected,
+                            late = info.records_late,
+                            upserted = info.rows_upserted,
+                            deleted = info.rows_deleted,
+                            commit_ms = info.duration.as_secs_f64() * 1e3,
+                            "snapshot committed"
+                        );
+                        if let Some(observer) = &observer {
+                            observer.snapshot_done(&snapshot, Some(&info));
+                        }
                         writer.snapshots.fetch_add(1, Ordering::Relaxed);
                         writer
                             .committed
@@ -272,7 +324,11 @@ pub fn run(
                             publisher.after_commit();
                         }
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Some(observer) = &observer {
+                            observer.snapshot_done(&snapshot, None);
+                        }
+                    }
                     Err(error) => {
                         // Later epochs must not be committed on top of the gap: the
                         // writer closes the file and ignores them.
@@ -301,6 +357,10 @@ pub fn run(
     // Also after a failed run: the warehouse holds its last committed snapshot. This closes
     // the last connection to the warehouse, before the run returns.
     let publish = publisher.map(|publisher| publisher.finish());
+    // The writer's connection is closed by now; closing the readers' closes the database.
+    if let Some(observer) = &options.observe {
+        observer.detach_reader();
+    }
     let worker_results = joined.map_err(|_| EngineError::PeerLost)?;
     for result in worker_results {
         // `Err`: a panic `run_to_completion` did not catch (its text is lost by then).
@@ -390,14 +450,14 @@ fn prepare(
                     source.offset_reset,
                 )?;
                 for skipped in skipped {
-                    eprintln!("tidewater: warning: {skipped}");
+                    tracing::warn!("{skipped}");
                     control.record_skipped(skipped);
                 }
             }
             None => {
                 for (partition, earliest) in plan.unretained() {
-                    eprintln!(
-                        "tidewater: partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
+                    tracing::warn!(
+                        "partition {partition} of `{}` starts at offset {earliest}: the broker no longer retains earlier offsets",
                         plan.topic
                     );
                 }
@@ -423,16 +483,13 @@ fn prepare(
             _ if records == 0 => format!("{bytes} bytes of files"),
             _ => format!("{records} records and {bytes} bytes of files"),
         };
-        eprintln!(
-            "tidewater: resuming after snapshot {} from {}: {} state entries restored, {replay} to replay",
+        tracing::info!(
+            "resuming after snapshot {} from {}: {} state entries restored, {replay} to replay",
             point.last_snapshot,
-            point
-                .checkpoint
-                .as_ref()
-                .map_or("the beginning of every partition".to_owned(), |c| format!(
-                    "the checkpoint of snapshot {}",
-                    c.snapshot_id
-                )),
+            point.checkpoint.as_ref().map_or(
+                "the beginning of every partition".to_owned(),
+                |c| format!("the checkpoint of snapshot {}", c.snapshot_id)
+            ),
             point.checkpoint.as_ref().map_or(0, |c| c.state.len()),
         );
     }

@@ -19,6 +19,9 @@ pub enum EngineError {
     /// `tidewater bench`: a configuration, a peer or a result file failed.
     #[error("bench: {0}")]
     Bench(String),
+    /// `--serve-http`: the address cannot be bound (in use, not local, not an address).
+    #[error("cannot serve HTTP on {address}: {detail}")]
+    Serve { address: String, detail: String },
     /// A peer process went away (killed, crashed, or its host unreachable): timely cannot go
     /// on without it, so the whole cluster stops; a restart resumes from the last snapshot.
     #[error("lost the connection to a peer process; the cluster stops (restart it to resume from the last snapshot)")]

@@ -12,10 +12,14 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod launcher;
+pub mod logging;
+pub mod observe;
 pub mod pipeline;
 pub mod progress;
 pub mod query;
+pub mod serve_http;
 
 pub use engine::{run, CommitHook, RunOptions, RunSummary};
 pub use error::EngineError;
+pub use observe::Observer;
 pub use pipeline::{Pipeline, PipelineConfig, SourceConfig};

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use tidewater::cluster::{lost_peer_panic, panic_text, ClusterOptions, LostPeerPanic};
 use tidewater::demo::{print_sample_query, run_demo, DemoOptions, TURNSTILE_PIPELINE};
 use tidewater::launcher::{launch, LaunchOptions};
-use tidewater::{run, Pipeline, RunOptions};
+use tidewater::serve_http::{HttpServer, DEFAULT_ADDRESS};
+use tidewater::{run, Observer, Pipeline, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
 use tidewater_dataflows::decode::decode_reading;
@@ -197,6 +198,29 @@ struct RunArgs {
     /// Seconds to wait for every process of the cluster to connect.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Serve a live dashboard (/), snapshot events (/events), views as JSON (/api/views) and
+    /// Prometheus metrics (/metrics) at HOST:PORT; without a value, or as :PORT or PORT, on
+    /// loopback only (port 0 picks a free port; the address is logged).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_ADDRESS)]
+    serve_http: Option<String>,
+}
+
+impl ServeArgs {
+    /// The observer and its server, when asked for.
+    fn start(&self) -> Result<Option<(Arc<Observer>, HttpServer)>> {
+        let Some(address) = &self.serve_http else {
+            return Ok(None);
+        };
+        let observer = Observer::new();
+        let server = HttpServer::start(address, Arc::clone(&observer))?;
+        Ok(Some((observer, server)))
+    }
 }
 
 #[derive(Args)]
@@ -243,6 +267,8 @@ struct DemoArgs {
     /// Print the demo's pipeline file (a complete example to start from) and exit.
     #[arg(long)]
     print_pipeline: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 /// mimalloc's `purge_delay` option (number 15 in mimalloc 2 and 3; the Rust bindings have no
@@ -264,6 +290,7 @@ fn keep_freed_memory_for_a_while() {
 fn main() {
     keep_freed_memory_for_a_while();
     quiet_peer_panics();
+    tidewater::logging::init();
     if let Err(error) = dispatch(Cli::parse()) {
         eprintln!("tidewater: error: {error:#}");
         std::process::exit(1);
@@ -490,14 +517,17 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
             }
         );
     }
+    let serving = args.serve.start()?;
     let options = RunOptions {
         workers,
         exit_at_end: args.exit_at_end,
         progress: true,
         cluster,
         on_commit: None,
+        observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
     };
     let summary = run(&pipeline, options, Arc::clone(&control))?;
+    drop(serving);
     let how = if control.stop_flag().load(Ordering::Relaxed) && !args.exit_at_end {
         "stopped"
     } else {
@@ -573,6 +603,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         print!("{TURNSTILE_PIPELINE}");
         return Ok(());
     }
+    let serving = args.serve.start()?;
     let options = DemoOptions {
         events: args.events,
         workers: args.workers.unwrap_or_else(all_cores),
@@ -580,8 +611,10 @@ fn demo(args: DemoArgs) -> Result<()> {
         seed: args.seed,
         warehouse: args.warehouse,
         pipeline: args.pipeline,
+        observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
     };
     let summary = run_demo(&options)?;
+    drop(serving);
     println!(
         "tidewater demo: {} readings through {} workers in {:.1}s: {:.0} events/s ({} rejected, {} late, {} snapshots)",
         summary.records_in,

@@ -64,6 +64,7 @@ fn run_in_slices(
             hook(conn, info);
             counted.fetch_add(1, Ordering::SeqCst);
         })),
+        observe: None,
     };
     let control = SourceControl::new();
     let engine_control = Arc::clone(&control);

@@ -111,6 +111,7 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
             exit_at_end: false,
             progress: false,
             cluster: None,
+            observe: None,
             on_commit: Some(hook),
         };
         let source = config.config.sources[0].kafka();

@@ -139,6 +139,7 @@ fn unbounded(workers: usize, on_commit: Option<CommitHook>) -> RunOptions {
         exit_at_end: false,
         progress: false,
         cluster: None,
+        observe: None,
         on_commit,
     }
 }

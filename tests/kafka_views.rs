@@ -194,6 +194,7 @@ fn json_and_csv_sources_through_kafka_equal_the_model_at_every_snapshot() {
             exit_at_end: false,
             progress: false,
             cluster: None,
+            observe: None,
             on_commit: Some(hook),
         };
         let sources: Vec<_> = pipeline.config.sources.iter().map(|s| s.kafka()).collect();
@@ -312,6 +313,7 @@ fn idle_partitions_let_windows_close_and_their_late_records_go_to_late() {
             exit_at_end: false,
             progress: false,
             cluster: None,
+            observe: None,
             on_commit: Some(hook),
         };
         let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));
@@ -469,6 +471,7 @@ fn a_partition_at_its_end_holds_nobody_back_and_alignment_changes_no_result() {
         exit_at_end: true,
         progress: false,
         cluster: None,
+        observe: None,
         on_commit: Some(hook),
     };
     let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));

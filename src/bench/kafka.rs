@@ -337,6 +337,7 @@ fn freshness(
         RunOptions {
             workers: bench.workers,
             exit_at_end: false,
+            observe: None,
             on_commit: Some(Arc::new(move |conn, info| {
                 let visible = Instant::now();
                 running.store(true, Ordering::Relaxed);

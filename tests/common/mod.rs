@@ -450,6 +450,7 @@ pub fn to_the_end(
         exit_at_end: true,
         progress: false,
         cluster: None,
+        observe: None,
         on_commit,
     }
 }

@@ -158,7 +158,7 @@ impl PartitionReader {
                 to: record.offset,
                 policy: config.offset_reset,
             };
-            eprintln!("tidewater: warning: {skipped}");
+            tracing::warn!("{skipped}");
             control.record_skipped(skipped);
         }
         position.next_offset = record.offset + 1;
@@ -543,8 +543,8 @@ impl Outage {
             .last_report
             .is_none_or(|last| now.duration_since(last) >= OUTAGE_REPORT_EVERY)
         {
-            eprintln!(
-                "tidewater: warning: Kafka consumer of `{topic}`: {error}; retrying with backoff ({} errors in {:.0}s)",
+            tracing::warn!(
+                "Kafka consumer of `{topic}`: {error}; retrying with backoff ({} errors in {:.0}s)",
                 self.errors,
                 now.duration_since(since).as_secs_f64()
             );
@@ -554,8 +554,8 @@ impl Outage {
 
     fn recovered(&mut self, topic: &str) {
         if let Some(since) = self.since.take() {
-            eprintln!(
-                "tidewater: Kafka consumer of `{topic}`: receiving again after {:.1}s and {} errors",
+            tracing::info!(
+                "Kafka consumer of `{topic}`: receiving again after {:.1}s and {} errors",
                 since.elapsed().as_secs_f64(),
                 self.errors
             );
