@@ -26,6 +26,7 @@ use crate::error::EngineError;
 use crate::observe::Observer;
 use crate::pipeline::{Connector, Pipeline};
 use crate::progress::ProgressLine;
+use crate::serve_sql::{ServeSql, SqlServer};
 
 /// Called on the writer after each committed snapshot, with the writer's connection (tests use
 /// it to check every snapshot against an oracle).
@@ -44,6 +45,9 @@ pub struct RunOptions {
     pub on_commit: Option<CommitHook>,
     /// Publishes counters, positions, snapshots and a reader connection (`--serve-http`).
     pub observe: Option<Arc<Observer>>,
+    /// Serve read-only SQL over the Postgres wire protocol while running (writer process only;
+    /// see `serve_sql`).
+    pub serve_sql: Option<ServeSql>,
 }
 
 impl Default for RunOptions {
@@ -55,6 +59,7 @@ impl Default for RunOptions {
             cluster: None,
             on_commit: None,
             observe: None,
+            serve_sql: None,
         }
     }
 }
@@ -123,6 +128,23 @@ pub fn run(
             target,
             config.warehouse.publish_interval.0,
         )?)),
+        _ => None,
+    };
+    // Started before the workers, so that a taken port stops the run before it reads anything.
+    let sql_server = match (&options.serve_sql, &warehouse) {
+        (Some(serve), Some(open)) => {
+            let server = SqlServer::start(
+                &serve.listen,
+                open.connection(),
+                open.path(),
+                serve.password.clone(),
+            )?;
+            eprintln!(
+                "tidewater: serving read-only SQL (Postgres protocol) on {}",
+                server.address()
+            );
+            Some(server)
+        }
         _ => None,
     };
     let workers = options.workers.max(1);
@@ -354,6 +376,7 @@ pub fn run(
     // (inside `join`) panics again: that, too, means a lost peer.
     let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
     drop(progress_line);
+    drop(sql_server);
     // Also after a failed run: the warehouse holds its last committed snapshot. This closes
     // the last connection to the warehouse, before the run returns.
     let publish = publisher.map(|publisher| publisher.finish());

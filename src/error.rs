@@ -22,6 +22,8 @@ pub enum EngineError {
     /// `--serve-http`: the address cannot be bound (in use, not local, not an address).
     #[error("cannot serve HTTP on {address}: {detail}")]
     Serve { address: String, detail: String },
+    #[error("SQL server: {0}")]
+    SqlServer(String),
     /// A peer process went away (killed, crashed, or its host unreachable): timely cannot go
     /// on without it, so the whole cluster stops; a restart resumes from the last snapshot.
     #[error("lost the connection to a peer process; the cluster stops (restart it to resume from the last snapshot)")]

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod query;
 pub mod serve_http;
+pub mod serve_sql;
 
 pub use engine::{run, CommitHook, RunOptions, RunSummary};
 pub use error::EngineError;

@@ -13,6 +13,7 @@ use tidewater::demo::{print_sample_query, run_demo, DemoOptions, TURNSTILE_PIPEL
 use tidewater::launcher::{launch, LaunchOptions};
 use tidewater::serve_http::{HttpServer, DEFAULT_ADDRESS};
 use tidewater::{run, Observer, Pipeline, RunOptions};
+use tidewater::serve_sql::ServeSql;
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
 use tidewater_dataflows::decode::decode_reading;
@@ -198,6 +199,16 @@ struct RunArgs {
     /// Seconds to wait for every process of the cluster to connect.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
+    /// While running, answer read-only SQL over the Postgres wire protocol (psql, BI tools) on
+    /// this address; `--serve` alone listens on 127.0.0.1:5433. Clients must give the password
+    /// in TIDEWATER_SERVE_PASSWORD when it is set. Process 0 only.
+    #[arg(
+        long = "serve",
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:5433"
+    )]
+    serve_sql: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -525,6 +536,10 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         cluster,
         on_commit: None,
         observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
+        serve_sql: args.serve_sql.clone().map(|listen| ServeSql {
+            listen,
+            password: std::env::var(tidewater::serve_sql::PASSWORD_VARIABLE).ok(),
+        }),
     };
     let summary = run(&pipeline, options, Arc::clone(&control))?;
     drop(serving);
