@@ -24,6 +24,9 @@ pub enum EngineError {
     Serve { address: String, detail: String },
     #[error("SQL server: {0}")]
     SqlServer(String),
+    /// Nothing answers at a SQL server's address (the engine may have stopped).
+    #[error("no SQL server answers at {0}")]
+    ServerUnreachable(String),
     /// A peer process went away (killed, crashed, or its host unreachable): timely cannot go
     /// on without it, so the whole cluster stops; a restart resumes from the last snapshot.
     #[error("lost the connection to a peer process; the cluster stops (restart it to resume from the last snapshot)")]

@@ -375,6 +375,23 @@ fn query(args: QueryArgs) -> Result<()> {
         }
         (None, None) => bail!("give --config or --warehouse"),
     };
+    // A running engine holds the file: its SQL server (`run --serve`) answers instead.
+    let server = tidewater::serve_sql::address_file_of(&path);
+    if args.as_of.is_none() {
+        if let Ok(address) = std::fs::read_to_string(&server) {
+            let password = std::env::var(tidewater::serve_sql::PASSWORD_VARIABLE).ok();
+            match tidewater::query::run_on_server(address.trim(), password.as_deref(), &args.sql) {
+                Ok(result) => {
+                    print!("{}", tidewater::query::render(&result, args.format));
+                    return Ok(());
+                }
+                // A server that is gone left its address behind (a killed engine): read the
+                // file itself.
+                Err(tidewater::EngineError::ServerUnreachable(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
     let options = tidewater_sinks::ReadOptions {
         as_of: args.as_of,
         published,

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use duckdb::types::{TimeUnit, Value};
 use tidewater_sinks::{Reader, SinkError};
 
+use crate::error::EngineError;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Columns aligned, numbers to the right, NULL written out, a row count at the end.
@@ -41,6 +43,81 @@ pub fn run_query(reader: &Reader, sql: &str) -> Result<QueryResult, SinkError> {
             .map_err(|e| reader.error(e))?;
         result.rows.push(values);
     }
+    Ok(result)
+}
+
+/// Runs one statement through a running engine's SQL server (`run --serve`), which answers
+/// from the warehouse the engine holds open. Values come back as text; a column whose every
+/// value is a number is given as numbers, so that the table aligns them.
+pub fn run_on_server(
+    address: &str,
+    password: Option<&str>,
+    sql: &str,
+) -> Result<QueryResult, EngineError> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| EngineError::ServerUnreachable(address.to_owned()))?;
+    let mut config = postgres::Config::new();
+    config
+        .host(host.trim_start_matches('[').trim_end_matches(']'))
+        .port(port.parse().map_err(|_| EngineError::ServerUnreachable(address.to_owned()))?)
+        .user("tidewater")
+        .dbname("warehouse")
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(password) = password {
+        config.password(password);
+    }
+    let mut client = config.connect(postgres::NoTls).map_err(|e| {
+        if e.as_db_error().is_some() || e.to_string().contains("password") {
+            EngineError::SqlServer(e.to_string())
+        } else {
+            EngineError::ServerUnreachable(address.to_owned())
+        }
+    })?;
+    let messages = client.simple_query(sql).map_err(|e| {
+        EngineError::SqlServer(
+            e.as_db_error()
+                .map(|db| db.message().to_owned())
+                .unwrap_or_else(|| e.to_string()),
+        )
+    })?;
+    let mut result = QueryResult::default();
+    let mut texts: Vec<Vec<Option<String>>> = Vec::new();
+    for message in messages {
+        match message {
+            postgres::SimpleQueryMessage::RowDescription(columns) => {
+                result.columns = columns.iter().map(|c| c.name().to_owned()).collect();
+            }
+            postgres::SimpleQueryMessage::Row(row) => {
+                texts.push((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect());
+            }
+            _ => {}
+        }
+    }
+    let numeric: Vec<bool> = (0..result.columns.len())
+        .map(|i| {
+            texts
+                .iter()
+                .all(|row| row[i].as_deref().is_none_or(|t| t.parse::<f64>().is_ok()))
+        })
+        .collect();
+    result.rows = texts
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .zip(&numeric)
+                .map(|(text, numeric)| match (text, numeric) {
+                    (None, _) => Value::Null,
+                    (Some(text), true) => text
+                        .parse::<i64>()
+                        .map(Value::BigInt)
+                        .or_else(|_| text.parse::<f64>().map(Value::Double))
+                        .unwrap_or(Value::Text(text)),
+                    (Some(text), false) => Value::Text(text),
+                })
+                .collect()
+        })
+        .collect();
     Ok(result)
 }
 

@@ -150,6 +150,22 @@ fn psql_reads_committed_snapshots_while_the_engine_runs_and_cannot_write() {
     }
     assert!(!std::path::Path::new("/tmp/station_hourly.csv").exists());
 
+    // `tidewater query` finds the running engine's server next to the warehouse it names.
+    let query = |sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            .args(["query", "--format", "csv", "--warehouse"])
+            .arg(&path)
+            .arg(sql)
+            .output()
+            .unwrap()
+    };
+    let asked = query("SELECT count(*) > 0 AS answered FROM _snapshots");
+    assert!(asked.status.success(), "query via the server: {asked:?}");
+    assert_eq!(String::from_utf8_lossy(&asked.stdout), "answered\nt\n");
+    let refused = query("DELETE FROM station_hourly");
+    assert!(!refused.status.success(), "a write through `tidewater query` was accepted");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only"));
+
     control.set_end_offsets(
         &source.topic,
         tidewater_connectors::kafka::high_watermarks(&source).unwrap(),
