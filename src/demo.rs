@@ -130,6 +130,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
         cluster: None,
         on_commit: None,
         observe: options.observe.clone(),
+        serve_sql: None,
     };
     let result = run(&config, options_run, Arc::clone(&control));
     if result.is_err() {

@@ -644,6 +644,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         warehouse: args.warehouse,
         pipeline: args.pipeline,
         observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
+        serve_sql: None,
     };
     let summary = run_demo(&options)?;
     drop(serving);

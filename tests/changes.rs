@@ -65,6 +65,7 @@ fn run_in_slices(
             counted.fetch_add(1, Ordering::SeqCst);
         })),
         observe: None,
+        serve_sql: None,
     };
     let control = SourceControl::new();
     let engine_control = Arc::clone(&control);

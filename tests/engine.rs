@@ -112,6 +112,7 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
             progress: false,
             cluster: None,
             observe: None,
+            serve_sql: None,
             on_commit: Some(hook),
         };
         let source = config.config.sources[0].kafka();

@@ -140,6 +140,7 @@ fn unbounded(workers: usize, on_commit: Option<CommitHook>) -> RunOptions {
         progress: false,
         cluster: None,
         observe: None,
+        serve_sql: None,
         on_commit,
     }
 }

@@ -195,6 +195,7 @@ fn json_and_csv_sources_through_kafka_equal_the_model_at_every_snapshot() {
             progress: false,
             cluster: None,
             observe: None,
+            serve_sql: None,
             on_commit: Some(hook),
         };
         let sources: Vec<_> = pipeline.config.sources.iter().map(|s| s.kafka()).collect();
@@ -314,6 +315,7 @@ fn idle_partitions_let_windows_close_and_their_late_records_go_to_late() {
             progress: false,
             cluster: None,
             observe: None,
+            serve_sql: None,
             on_commit: Some(hook),
         };
         let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));
@@ -472,6 +474,7 @@ fn a_partition_at_its_end_holds_nobody_back_and_alignment_changes_no_result() {
         progress: false,
         cluster: None,
         observe: None,
+        serve_sql: None,
         on_commit: Some(hook),
     };
     let engine = std::thread::spawn(move || run(&pipeline, options, engine_control));

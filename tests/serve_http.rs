@@ -139,6 +139,7 @@ fn views_events_and_metrics_follow_the_committed_snapshots() {
     let scrapes = Arc::new(Mutex::new(Scrapes::new()));
     let options = RunOptions {
         observe: Some(Arc::clone(&observer)),
+        serve_sql: None,
         ..to_the_end(2, Some(scraping_hook(address, Arc::clone(&scrapes))))
     };
     let summary = run(&pipeline, options, SourceControl::new()).expect("the run");
@@ -283,6 +284,7 @@ fn file_sources_report_remaining_bytes_down_to_zero() {
     let scrapes = Arc::new(Mutex::new(Scrapes::new()));
     let options = RunOptions {
         observe: Some(Arc::clone(&observer)),
+        serve_sql: None,
         ..to_the_end(
             2,
             Some(scraping_hook(server.address(), Arc::clone(&scrapes))),

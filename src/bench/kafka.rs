@@ -338,6 +338,7 @@ fn freshness(
             workers: bench.workers,
             exit_at_end: false,
             observe: None,
+            serve_sql: None,
             on_commit: Some(Arc::new(move |conn, info| {
                 let visible = Instant::now();
                 running.store(true, Ordering::Relaxed);

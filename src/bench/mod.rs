@@ -671,6 +671,7 @@ pub fn run_to_end(
             workers,
             exit_at_end: true,
             observe: None,
+            serve_sql: None,
             on_commit: Some(Arc::new(move |_, info| {
                 let mut commits = hook_commits.lock().unwrap_or_else(|e| e.into_inner());
                 commits.0.push(info.duration);

@@ -451,6 +451,7 @@ pub fn to_the_end(
         progress: false,
         cluster: None,
         observe: None,
+        serve_sql: None,
         on_commit,
     }
 }
