@@ -12,8 +12,8 @@ use tidewater::cluster::{lost_peer_panic, panic_text, ClusterOptions, LostPeerPa
 use tidewater::demo::{print_sample_query, run_demo, DemoOptions, TURNSTILE_PIPELINE};
 use tidewater::launcher::{launch, LaunchOptions};
 use tidewater::serve_http::{HttpServer, DEFAULT_ADDRESS};
-use tidewater::{run, Observer, Pipeline, RunOptions};
 use tidewater::serve_sql::ServeSql;
+use tidewater::{run, Observer, Pipeline, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
 use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
 use tidewater_dataflows::decode::decode_reading;
@@ -644,7 +644,6 @@ fn demo(args: DemoArgs) -> Result<()> {
         warehouse: args.warehouse,
         pipeline: args.pipeline,
         observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
-        serve_sql: None,
     };
     let summary = run_demo(&options)?;
     drop(serving);

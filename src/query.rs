@@ -60,7 +60,10 @@ pub fn run_on_server(
     let mut config = postgres::Config::new();
     config
         .host(host.trim_start_matches('[').trim_end_matches(']'))
-        .port(port.parse().map_err(|_| EngineError::ServerUnreachable(address.to_owned()))?)
+        .port(
+            port.parse()
+                .map_err(|_| EngineError::ServerUnreachable(address.to_owned()))?,
+        )
         .user("tidewater")
         .dbname("warehouse")
         .connect_timeout(std::time::Duration::from_secs(5));
@@ -89,7 +92,11 @@ pub fn run_on_server(
                 result.columns = columns.iter().map(|c| c.name().to_owned()).collect();
             }
             postgres::SimpleQueryMessage::Row(row) => {
-                texts.push((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect());
+                texts.push(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_owned))
+                        .collect(),
+                );
             }
             _ => {}
         }

@@ -56,7 +56,8 @@ impl SqlServer {
         warehouse: &Path,
         password: Option<String>,
     ) -> Result<SqlServer, EngineError> {
-        let serve_error = |detail: String| EngineError::SqlServer(format!("--serve {listen}: {detail}"));
+        let serve_error =
+            |detail: String| EngineError::SqlServer(format!("--serve {listen}: {detail}"));
         let listener = StdListener::bind(listen).map_err(|e| serve_error(e.to_string()))?;
         listener
             .set_nonblocking(true)
@@ -69,9 +70,8 @@ impl SqlServer {
             .try_clone()
             .map_err(|e| serve_error(format!("no second connection to the warehouse: {e}")))?;
         let address_file = address_file_of(warehouse);
-        std::fs::write(&address_file, format!("{address}\n")).map_err(|e| {
-            serve_error(format!("cannot write {}: {e}", address_file.display()))
-        })?;
+        std::fs::write(&address_file, format!("{address}\n"))
+            .map_err(|e| serve_error(format!("cannot write {}: {e}", address_file.display())))?;
         let (stop, stopped) = oneshot::channel();
         let sessions = Arc::new(session::Sessions {
             base: Mutex::new(base),

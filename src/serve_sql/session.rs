@@ -12,7 +12,7 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use pgwire::api::query::{PlaceholderExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::{QueryResponse, Response};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -53,7 +53,7 @@ impl PgWireServerHandlers for Handlers {
     // The extended protocol (prepared statements with parameters) is refused with a clear
     // error; psql and the DuckDB-style tools this serves use simple queries.
     fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        Arc::new(PlaceholderExtendedQueryHandler)
+        Arc::new(pgwire::api::NoopHandler)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -150,7 +150,8 @@ impl SimpleQueryHandler for Session {
 
 /// Startup: a cleartext password when one is set, otherwise none.
 pub struct Startup {
-    password: Option<CleartextPasswordAuthStartupHandler<PasswordSource, DefaultServerParameterProvider>>,
+    password:
+        Option<CleartextPasswordAuthStartupHandler<PasswordSource, DefaultServerParameterProvider>>,
 }
 
 impl Startup {
