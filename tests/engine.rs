@@ -155,17 +155,9 @@ fn every_committed_snapshot_equals_the_oracle_below_its_offsets() {
                 index as i64 + 1,
                 "snapshot ids are consecutive"
             );
-            let below = messages
-                .iter()
-                .filter(|m| {
-                    offsets
-                        .get(&m.partition)
-                        .is_some_and(|next| m.offset < *next)
-                })
-                .map(|m| m.payload.as_slice());
             assert_views_equal(
                 view,
-                &oracle(below, HOUR_US),
+                &oracle_below(&messages, offsets),
                 &format!("{workers} workers, snapshot {snapshot_id}"),
             );
         }

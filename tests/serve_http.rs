@@ -182,13 +182,9 @@ fn views_events_and_metrics_follow_the_committed_snapshots() {
         .collect();
     for id in &checked {
         let offsets = snapshot_offsets(&conn, *id);
-        let below = messages
-            .iter()
-            .filter(|m| m.offset < offsets.get(&m.partition).copied().unwrap_or(0))
-            .map(|m| m.payload.as_slice());
         assert_views_equal(
             &seen[id],
-            &oracle(below, HOUR_US),
+            &oracle_below(&messages, &offsets),
             &format!("snapshot {id}"),
         );
     }

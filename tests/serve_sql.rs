@@ -206,17 +206,9 @@ fn psql_reads_committed_snapshots_while_the_engine_runs_and_cannot_write() {
     );
     for (snapshot, view) in &answers {
         let offsets = snapshot_offsets(&conn, *snapshot);
-        let below = messages
-            .iter()
-            .filter(|m| {
-                offsets
-                    .get(&m.partition)
-                    .is_some_and(|next| m.offset < *next)
-            })
-            .map(|m| m.payload.as_slice());
         assert_views_equal(
             view,
-            &oracle(below, HOUR_US),
+            &oracle_below(&messages, &offsets),
             &format!("psql at snapshot {snapshot}"),
         );
     }

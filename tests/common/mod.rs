@@ -112,6 +112,20 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize) -> Vec<TopicMessa
     messages
 }
 
+/// The oracle of the hourly view over the messages below a snapshot's offsets (partition → next
+/// offset; a partition the snapshot does not name contributes nothing).
+pub fn oracle_below(messages: &[TopicMessage], offsets: &BTreeMap<i32, i64>) -> View {
+    let below = messages
+        .iter()
+        .filter(|m| {
+            offsets
+                .get(&m.partition)
+                .is_some_and(|next| m.offset < *next)
+        })
+        .map(|m| m.payload.as_slice());
+    oracle(below, HOUR_US)
+}
+
 /// The oracle: the station view recomputed from raw payloads with serde_json and plain maps.
 /// Payloads that are not a complete, well-typed reading are skipped (the engine rejects them).
 pub fn oracle<'a>(payloads: impl IntoIterator<Item = &'a [u8]>, window_us: i64) -> View {
