@@ -1,14 +1,18 @@
 //! The published copy (`publish` in `[warehouse]`): while the engine runs, another connection
 //! opens the copy again and again, and each time it holds one whole committed snapshot (its
 //! view equals the view the writer committed with that snapshot); at the end the copy equals
-//! the warehouse. A copy that cannot be published is reported and the engine goes on.
+//! the warehouse. Python's duckdb (another program, another DuckDB build) does the same at the
+//! same time. A copy that cannot be published is reported and the engine goes on.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -83,6 +87,11 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
         })
     };
 
+    // Python's duckdb, in a process of its own, opening the copy while the engine runs.
+    let python = python_with_duckdb()
+        .map(|python| PythonReader::start(&python, &copy, dir.path(), Arc::clone(&committed)));
+    let python_seen = || python.as_ref().map_or(i64::MAX, |p| p.seen());
+
     let control = SourceControl::new();
     let engine = {
         let (pipeline, control) = (pipeline.clone(), Arc::clone(&control));
@@ -109,13 +118,18 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while last_commit.load(Ordering::SeqCst) == before
             || seen.load(Ordering::SeqCst) < last_commit.load(Ordering::SeqCst)
+            || python_seen() < last_commit.load(Ordering::SeqCst)
         {
             assert!(!engine.is_finished() && !reader.is_finished());
+            if let Some(python) = &python {
+                python.assert_running();
+            }
             assert!(
                 Instant::now() < deadline,
-                "snapshot {} not in the copy within 30 s (the copy holds {})",
+                "snapshot {} not in the copy within 30 s (the copy holds {}, Python read {})",
                 last_commit.load(Ordering::SeqCst),
-                seen.load(Ordering::SeqCst)
+                seen.load(Ordering::SeqCst),
+                python_seen(),
             );
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -129,6 +143,11 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
     reader
         .join()
         .expect("every copy the reader opened was whole");
+    if let Some(python) = python {
+        let (version, opens) = python.finish();
+        eprintln!("Python's duckdb {version} opened the copy {opens} times while the engine ran");
+        assert!(opens >= slices as u64, "{opens} opens by Python");
+    }
 
     let publish = summary.publish.expect("publish stats");
     assert_eq!(publish.failures, 0, "{:?}", publish.last_error);
@@ -159,29 +178,129 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
         .filter(|name| name.contains("publishing"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    open_with_python_if_it_can(&copy, &committed.lock().unwrap()[&last]);
 }
 
-/// Python's DuckDB, when installed, opens the copy too (it is not needed for the tests).
-fn open_with_python_if_it_can(copy: &Path, expected: &View) {
-    let script = format!(
-        "import duckdb; print(duckdb.connect({:?}, read_only=True).execute('SELECT count(*) FROM station_hourly').fetchone()[0])",
-        copy.display().to_string()
-    );
-    let output = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output();
-    match output {
-        Ok(output) if output.status.success() => {
-            let count = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            assert_eq!(
-                count,
-                expected.len().to_string(),
-                "rows seen by Python's duckdb"
-            );
+/// A Python with the duckdb package: `TIDEWATER_PYTHON`, the venv `.ci/run` installs, or
+/// `python3`. Without one the Python reader is skipped, except in CI, which installs it.
+fn python_with_duckdb() -> Option<PathBuf> {
+    let ci_venv = std::env::var_os("HOME")
+        .map(|home| Path::new(&home).join(".cache/tidewater/tools/duckdb-venv/bin/python"));
+    let candidates = std::env::var_os("TIDEWATER_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(ci_venv)
+        .chain([PathBuf::from("python3")]);
+    for python in candidates {
+        let imports = Command::new(&python)
+            .args(["-c", "import duckdb"])
+            .stderr(Stdio::null())
+            .status();
+        if imports.is_ok_and(|status| status.success()) {
+            return Some(python);
         }
-        _ => eprintln!("skipped: python3 with the duckdb package is not available"),
     }
+    let hint = "Python's duckdb is not installed; .ci/run installs it (pip install duckdb) into \
+                ~/.cache/tidewater/tools/duckdb-venv, or set TIDEWATER_PYTHON";
+    assert!(std::env::var_os("CI").is_none(), "{hint}; CI needs it");
+    eprintln!("skipped the Python reader: {hint}");
+    None
+}
+
+/// `tests/python/read_published_copy.py` in a child process: every copy it opens is compared
+/// with the view committed with that copy's snapshot.
+struct PythonReader {
+    child: Child,
+    stop_file: PathBuf,
+    seen: Arc<AtomicI64>,
+    /// Reads the script's lines; returns duckdb's version and how many copies it opened.
+    lines: JoinHandle<(String, u64)>,
+}
+
+impl PythonReader {
+    fn start(
+        python: &Path,
+        copy: &Path,
+        dir: &Path,
+        committed: Arc<Mutex<BTreeMap<i64, View>>>,
+    ) -> PythonReader {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_published_copy.py");
+        let stop_file = dir.join("python-reader.stop");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(copy)
+            .arg(&stop_file)
+            .arg("120")
+            .stdout(Stdio::piped())
+            // A traceback goes straight to the test's output.
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Python reader");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let seen = Arc::new(AtomicI64::new(0));
+        let lines = {
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let (mut version, mut opens) = (String::new(), 0);
+                for line in stdout.lines() {
+                    let line: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                    if let Some(v) = line.get("duckdb") {
+                        version = v.as_str().unwrap().to_owned();
+                        continue;
+                    }
+                    let snapshot = line["snapshot"].as_i64().expect("a snapshot id");
+                    let view = python_view(&line["rows"]);
+                    let expected = committed.lock().unwrap().get(&snapshot).cloned();
+                    let expected = expected.expect("Python's copy holds a committed snapshot");
+                    assert_views_equal(&view, &expected, &format!("Python's copy of {snapshot}"));
+                    assert!(snapshot >= seen.load(Ordering::SeqCst), "copies go forward");
+                    seen.store(snapshot, Ordering::SeqCst);
+                    opens += 1;
+                }
+                (version, opens)
+            })
+        };
+        PythonReader {
+            child,
+            stop_file,
+            seen,
+            lines,
+        }
+    }
+
+    /// The last snapshot Python found in the copy.
+    fn seen(&self) -> i64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Fails when the script ended early (a copy it could not open, a wrong view).
+    fn assert_running(&self) {
+        assert!(
+            !self.lines.is_finished(),
+            "the Python reader stopped early (its error is printed above)"
+        );
+    }
+
+    fn finish(mut self) -> (String, u64) {
+        std::fs::write(&self.stop_file, b"").unwrap();
+        let status = self.child.wait().unwrap();
+        let read = self.lines.join();
+        assert!(status.success(), "the Python reader failed: {status}");
+        read.expect("every copy Python opened held a committed view")
+    }
+}
+
+/// The rows Python printed, `[start, end, station, readings, entries, exits]` each.
+fn python_view(rows: &serde_json::Value) -> View {
+    let mut view = View::new();
+    for row in rows.as_array().unwrap() {
+        let number = |i: usize| row[i].as_i64().unwrap();
+        assert_eq!(number(1) - number(0), HOUR_US, "window_end of a row");
+        let group = (number(0), row[2].as_str().unwrap().to_owned());
+        let previous = view.insert(group, (number(3), number(4), number(5)));
+        assert!(previous.is_none(), "a group appears twice in Python's copy");
+    }
+    view
 }
 
 #[test]
