@@ -139,8 +139,8 @@ pub fn run(
                 open.path(),
                 serve.password.clone(),
             )?;
-            eprintln!(
-                "tidewater: serving read-only SQL (Postgres protocol) on {}",
+            tracing::info!(
+                "serving read-only SQL (Postgres protocol) on {}",
                 server.address()
             );
             Some(server)

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod query;
 pub mod serve_http;
 pub mod serve_sql;
+pub mod server_thread;
 
 pub use engine::{run, CommitHook, RunOptions, RunSummary};
 pub use error::EngineError;

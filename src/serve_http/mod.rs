@@ -9,10 +9,9 @@
 //!
 //! Why axum on a tokio runtime: Server-Sent Events hold a connection open per browser tab,
 //! which a thread-per-connection server would pay a thread for; axum gives routing, SSE with
-//! keep-alives and JSON without writing HTTP by hand, and the planned pgwire server will run on
-//! tokio too. The runtime is a current-thread one on a thread of its own, so the server never
-//! competes with the timely workers for a scheduler, and it only reads what the engine
-//! publishes (`Observer`); DuckDB queries run on tokio's blocking threads.
+//! keep-alives and JSON without writing HTTP by hand. It runs on a thread and runtime of its own
+//! (`crate::server_thread`), so it never competes with the timely workers for a scheduler, and it
+//! only reads what the engine publishes (`Observer`); DuckDB queries run on blocking threads.
 
 mod api;
 mod lag;
@@ -22,8 +21,6 @@ use std::convert::Infallible;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -33,10 +30,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::oneshot;
 
 use crate::error::EngineError;
 use crate::observe::Observer;
+use crate::server_thread::ServerThread;
 
 pub use api::ApiFailure;
 
@@ -70,9 +67,7 @@ pub fn bind_address(value: &str) -> String {
 
 /// The running server; dropping it stops it.
 pub struct HttpServer {
-    address: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
     _lag: lag::LagRefresher,
 }
 
@@ -85,57 +80,24 @@ impl HttpServer {
             address: bind.clone(),
             detail,
         };
-        let listener = std::net::TcpListener::bind(&bind).map_err(|e| failed(e.to_string()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| failed(e.to_string()))?;
-        let local = listener.local_addr().map_err(|e| failed(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| failed(format!("starting its runtime: {e}")))?;
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(|e| failed(e.to_string()))?
-        };
         let app = router(Arc::clone(&observer));
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("tidewater-http".to_owned())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let server = tokio::spawn(axum::serve(listener, app).into_future());
-                    // The sender is dropped or used: either way, stop.
-                    let _ = stopped.await;
-                    server.abort();
-                });
-                // Open event streams end with the runtime; a query in flight gets a moment.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .map_err(|e| failed(format!("starting its thread: {e}")))?;
+        let server = ServerThread::start("tidewater-http", &bind, move |listener| async move {
+            if let Err(error) = axum::serve(listener, app).into_future().await {
+                tracing::warn!("the dashboard server stopped: {error}");
+            }
+        })
+        .map_err(failed)?;
+        let local = server.address();
         tracing::info!("serving the dashboard on http://{local}/ (metrics on /metrics)");
         Ok(HttpServer {
-            address: local,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            server,
             _lag: lag::LagRefresher::start(observer),
         })
     }
 
     /// The address it listens on (with the port chosen when asked for port 0).
     pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.server.address()
     }
 }
 

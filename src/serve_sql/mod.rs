@@ -10,21 +10,21 @@
 //! runs inside a transaction that is rolled back, so even a text that slipped past the check
 //! could not change the warehouse.
 //!
-//! The server runs on its own thread with a small tokio runtime: the workers and the writer never
-//! wait for it, and a slow query only holds a blocking-pool thread of its own.
+//! The server runs on a thread of its own (`crate::server_thread`): the workers and the writer
+//! never wait for it, and a slow query only holds one of its blocking threads.
 
 mod encode;
 mod session;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use duckdb::Connection;
-use tokio::sync::oneshot;
+use tokio::net::TcpListener;
 
 use crate::error::EngineError;
+use crate::server_thread::ServerThread;
 
 /// The environment variable holding the password clients must give (none set: no password).
 pub const PASSWORD_VARIABLE: &str = "TIDEWATER_SERVE_PASSWORD";
@@ -40,10 +40,8 @@ pub struct ServeSql {
 
 /// A running SQL server; dropping it stops accepting clients and removes its address file.
 pub struct SqlServer {
-    address: SocketAddr,
+    server: Option<ServerThread>,
     address_file: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl SqlServer {
@@ -58,51 +56,40 @@ impl SqlServer {
     ) -> Result<SqlServer, EngineError> {
         let serve_error =
             |detail: String| EngineError::SqlServer(format!("--serve {listen}: {detail}"));
-        let listener = StdListener::bind(listen).map_err(|e| serve_error(e.to_string()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| serve_error(e.to_string()))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| serve_error(e.to_string()))?;
         // Sessions clone this connection; it is never used for a query itself.
         let base = connection
             .try_clone()
             .map_err(|e| serve_error(format!("no second connection to the warehouse: {e}")))?;
-        let address_file = address_file_of(warehouse);
-        std::fs::write(&address_file, format!("{address}\n"))
-            .map_err(|e| serve_error(format!("cannot write {}: {e}", address_file.display())))?;
-        let (stop, stopped) = oneshot::channel();
         let sessions = Arc::new(session::Sessions {
             base: Mutex::new(base),
             password,
         });
-        let thread = std::thread::Builder::new()
-            .name("tidewater-sql".to_owned())
-            .spawn(move || serve(listener, sessions, stopped))
-            .map_err(|e| serve_error(e.to_string()))?;
+        let server = ServerThread::start("tidewater-sql", listen, move |listener| {
+            accept_clients(listener, sessions)
+        })
+        .map_err(serve_error)?;
+        let address_file = address_file_of(warehouse);
+        std::fs::write(&address_file, format!("{}\n", server.address()))
+            .map_err(|e| serve_error(format!("cannot write {}: {e}", address_file.display())))?;
         Ok(SqlServer {
-            address,
+            server: Some(server),
             address_file,
-            stop: Some(stop),
-            thread: Some(thread),
         })
     }
 
     /// The address clients connect to (the port is the bound one when `:0` was asked for).
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.server
+            .as_ref()
+            .expect("running until dropped")
+            .address()
     }
 }
 
 impl Drop for SqlServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // Stopped first: the address file names a server that answers.
+        drop(self.server.take());
         let _ = std::fs::remove_file(&self.address_file);
     }
 }
@@ -115,43 +102,22 @@ pub fn address_file_of(warehouse: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Accepts clients until `stopped`; each session runs as its own task.
-fn serve(listener: StdListener, sessions: Arc<session::Sessions>, stopped: oneshot::Receiver<()>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .max_blocking_threads(4)
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tidewater: the SQL server could not start: {error}");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
+/// Accepts clients until the server stops; each session runs as its own task.
+async fn accept_clients(listener: TcpListener, sessions: Arc<session::Sessions>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, _)) => {
+                let handlers = session::Handlers::new(Arc::clone(&sessions));
+                tokio::spawn(async move {
+                    // A client that goes away mid-session is its own business.
+                    let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
+                });
+            }
             Err(error) => {
-                eprintln!("tidewater: the SQL server could not listen: {error}");
-                return;
-            }
-        };
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => {
-                        let handlers = session::Handlers::new(Arc::clone(&sessions));
-                        tokio::spawn(async move {
-                            // A client that goes away mid-session is its own business.
-                            let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
-                        });
-                    }
-                    Err(error) => eprintln!("tidewater: the SQL server could not accept a client: {error}"),
-                },
+                tracing::warn!("the SQL server could not accept a client: {error}");
+                // Out of file descriptors, say: do not spin on it.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
-    });
+    }
 }
