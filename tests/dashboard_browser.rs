@@ -7,13 +7,14 @@
 //! the two screenshots there.
 
 mod cdp;
+mod http_client;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cdp::{chromium_binary, Browser};
+use http_client::logged_dashboard_address;
 use serde_json::Value;
 
 fn chromium_or_skip() -> Option<PathBuf> {
@@ -78,20 +79,7 @@ fn the_dashboard_follows_a_running_demo_in_headless_chromium() {
         &dir.path().join("chromium.log"),
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let address: SocketAddr = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        let found = text
-            .split("serving the dashboard on http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok());
-        if let Some(address) = found {
-            break address;
-        }
-        assert!(Instant::now() < deadline, "no address logged:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let address = logged_dashboard_address(&log);
     browser.navigate(&format!("http://{address}/"));
 
     // Before: a snapshot shown, every view drawn, no read in flight.

@@ -368,20 +368,7 @@ fn the_binary_serves_the_dashboard_logs_its_address_and_stops_cleanly() {
     let stop = Arc::new(AtomicBool::new(false));
     let producer = keep_producing(&brokers, "live", Arc::clone(&stop));
     let result = std::panic::catch_unwind(|| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let address: SocketAddr = loop {
-            let text = std::fs::read_to_string(&log).unwrap();
-            let found = text
-                .split("serving the dashboard on http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok());
-            if let Some(address) = found {
-                break address;
-            }
-            assert!(Instant::now() < deadline, "no address logged:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let address = logged_dashboard_address(&log);
         assert_ne!(address.port(), 0);
 
         let page = get(address, "/");

@@ -312,3 +312,22 @@ pub fn metric_sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Op
         .collect();
     (!matching.is_empty()).then(|| matching.iter().sum())
 }
+
+/// The address a `tidewater` child process logged for its dashboard (`serving the dashboard on
+/// http://ADDR/`) in `log`, its stderr; waits up to 30 s for it.
+pub fn logged_dashboard_address(log: &std::path::Path) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .split("serving the dashboard on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok());
+        if let Some(address) = found {
+            return address;
+        }
+        assert!(Instant::now() < deadline, "no address logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
