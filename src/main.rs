@@ -53,8 +53,8 @@ enum Command {
     Check(CheckArgs),
     /// Embedded broker + generated readings + the pipeline on all cores, then a sample query.
     Demo(DemoArgs),
-    /// Run one read-only SQL statement on a warehouse file (not while an engine writes it: query
-    /// its published copy then), optionally as of an earlier snapshot.
+    /// Run one read-only SQL statement on a warehouse: through the SQL server of the engine that
+    /// writes it (`run --serve`), else on the file itself; optionally as of an earlier snapshot.
     Query(QueryArgs),
     /// Measure throughput: workloads x modes x processes x workers, each against the ceiling of
     /// its input path; writes a table, JSON lines, a DuckDB results table and an SVG plot.
@@ -164,7 +164,9 @@ struct ProduceArgs {
     /// Seed of the generator: the same seed produces the same readings.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Readings per second (default: as fast as possible).
+    /// Readings per second (default: as fast as possible). Generated readings are then a live
+    /// feed: their event time advances about as fast as the clock. Without it, each reading is
+    /// 200 ms of event time after the last on average (a backfill of past days).
     #[arg(long)]
     rate: Option<f64>,
     /// Fraction of readings whose event time is 1-90 minutes in the past (out of order).
@@ -253,7 +255,11 @@ struct ClusterArgs {
 #[derive(Args)]
 struct CheckArgs {
     /// The pipeline file (TOML).
-    pipeline: PathBuf,
+    #[arg(required_unless_present = "config")]
+    pipeline: Option<PathBuf>,
+    /// The pipeline file, given as `run --config` takes it.
+    #[arg(long, conflicts_with = "pipeline", value_name = "CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -463,10 +469,20 @@ fn produce(args: ProduceArgs) -> Result<()> {
         if !(0.0..=1.0).contains(&args.late_fraction) {
             bail!("--late-fraction must be between 0 and 1");
         }
+        if args
+            .rate
+            .is_some_and(|rate| !rate.is_finite() || rate <= 0.0)
+        {
+            bail!("--rate must be above 0");
+        }
+        let defaults = GeneratorConfig::default();
         let config = GeneratorConfig {
             seed: args.seed,
             late_fraction: args.late_fraction,
-            ..Default::default()
+            mean_gap_us: args
+                .rate
+                .map_or(defaults.mean_gap_us, GeneratorConfig::live_gap_us),
+            ..defaults
         };
         for reading in TurnstileGenerator::new(config).take(args.events.unwrap_or(0) as usize) {
             producer.send(
@@ -485,10 +501,12 @@ fn produce(args: ProduceArgs) -> Result<()> {
 }
 
 fn check(args: CheckArgs) -> Result<()> {
-    let pipeline = Pipeline::load(&args.pipeline)?;
+    // clap requires one of the two.
+    let path = args.config.or(args.pipeline).unwrap_or_default();
+    let pipeline = Pipeline::load(&path)?;
     println!(
         "{}: ok, {} source(s), {} view(s)\n",
-        args.pipeline.display(),
+        path.display(),
         pipeline.sources.len(),
         pipeline.views.len()
     );

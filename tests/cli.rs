@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tidewater_connectors::EmbeddedBroker;
+use tidewater_dataflows::decode::decode_reading;
 
 fn tidewater() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tidewater"))
@@ -78,6 +79,53 @@ fn help_lists_the_commands_and_their_options() {
     }
 }
 
+/// `tidewater produce`: as fast as it can, a backfill (about 200 ms of event time per reading);
+/// with `--rate`, a live feed whose event time advances about as fast as the clock.
+#[test]
+fn produce_generates_a_backfill_or_at_a_rate_a_live_feed() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let brokers = broker.bootstrap_servers();
+    let readings = 3_000;
+    // (topic, extra arguments, bounds of the event-time span in seconds)
+    let cases: [(&str, &[&str], _); 2] = [
+        ("backfill", &[], 300.0..=1_000.0),
+        // 1.5 s of a live feed: rush hours make event time up to 3x faster, nights 7x slower.
+        ("live", &["--rate", "2000"], 0.2..=12.0),
+    ];
+    for (topic, extra, bounds) in cases {
+        broker.create_topic(topic, 2).unwrap();
+        let output = tidewater()
+            .args(["produce", "--brokers", &brokers, "--topic", topic])
+            .args(["--events", &readings.to_string(), "--late-fraction", "0"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&format!("{readings} messages delivered")),
+            "{}",
+            stderr(&output)
+        );
+        let times: Vec<i64> = read_topic(&brokers, topic, readings)
+            .iter()
+            .map(|m| decode_reading(&m.payload).unwrap().ts)
+            .collect();
+        assert_eq!(times.len(), readings);
+        let span = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
+        assert!(
+            bounds.contains(&span),
+            "{topic}: {readings} readings span {span} s of event time, not {bounds:?} s"
+        );
+    }
+    let error = tidewater()
+        .args(["produce", "--brokers", &brokers, "--topic", "live"])
+        .args(["--events", "1", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert!(!error.status.success());
+    assert!(error_line(&error).contains("--rate must be above 0"));
+}
+
 /// `tidewater check` on the demo's own pipeline file (as `demo --print-pipeline` prints it):
 /// every view with its table schema and the shared arrangements; a broken file is one error
 /// line with its location, a non-zero exit, and no warehouse.
@@ -98,6 +146,17 @@ fn check_prints_views_and_schemas_or_one_located_error() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("ok, 1 source(s), 7 view(s)"), "{text}");
+    // The file may also be named the way `run` takes it.
+    let as_run_takes_it = tidewater()
+        .args(["check", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        as_run_takes_it.status.success(),
+        "{}",
+        stderr(&as_run_takes_it)
+    );
+    assert_eq!(as_run_takes_it.stdout, output.stdout);
     for expected in [
         "view station_hourly (from turnstiles = topic `turnstile`): group by station, tumbling 1h",
         "CREATE TABLE station_hourly (\n    station VARCHAR NOT NULL,\n    window_start TIMESTAMP NOT NULL,",

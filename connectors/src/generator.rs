@@ -115,6 +115,15 @@ impl Default for GeneratorConfig {
     }
 }
 
+impl GeneratorConfig {
+    /// The `mean_gap_us` of a live feed of `rate` readings per second: event time advances about
+    /// as fast as the wall clock (faster in rush hours, slower at night). The default gap makes a
+    /// backfill, whose event time runs thousands of times faster than the clock.
+    pub fn live_gap_us(rate: f64) -> i64 {
+        (1e6 / rate).max(1.0) as i64
+    }
+}
+
 /// SplitMix64: tiny, fast, and stable forever (unlike `rand`'s `StdRng`), so seeds reproduce.
 #[derive(Clone, Debug)]
 struct SplitMix64(u64);

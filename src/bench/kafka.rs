@@ -293,7 +293,7 @@ fn freshness(
                 // past the allowed drift within an epoch, and once they have caught up with the
                 // log alignment holds them to the watermark, which moves once per epoch. Every
                 // record then waited an extra epoch (p50 1.25 s instead of 0.9 s at 1 s epochs).
-                mean_gap_us: (1e6 / rate).max(1.0) as i64,
+                mean_gap_us: GeneratorConfig::live_gap_us(rate),
                 ..GeneratorConfig::default()
             });
             let mut next_offset = vec![0i64; partitions as usize];
