@@ -15,6 +15,7 @@ use crate::engine::{run, RunOptions, RunSummary};
 use crate::error::EngineError;
 use crate::observe::Observer;
 use crate::pipeline::Pipeline;
+use crate::serve_sql::ServeSql;
 
 pub const DEMO_TOPIC: &str = "turnstile";
 
@@ -30,6 +31,8 @@ pub struct DemoOptions {
     pub pipeline: Option<PathBuf>,
     /// Publishes the run (`--serve-http`).
     pub observe: Option<Arc<Observer>>,
+    /// Answers SQL while it runs (`--serve`).
+    pub serve_sql: Option<ServeSql>,
 }
 
 /// Readings the producer may run ahead of the engine per partition: well inside the embedded
@@ -130,7 +133,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<RunSummary, EngineError> {
         cluster: None,
         on_commit: None,
         observe: options.observe.clone(),
-        serve_sql: None,
+        serve_sql: options.serve_sql.clone(),
     };
     let result = run(&config, options_run, Arc::clone(&control));
     if result.is_err() {

@@ -24,6 +24,9 @@ pub struct LaunchOptions {
     pub exit_at_end: bool,
     /// Where the hostfile is written.
     pub hostfile: PathBuf,
+    /// `--serve` and `--serve-http` addresses for process 0, which writes the warehouse.
+    pub serve_sql: Option<String>,
+    pub serve_http: Option<String>,
 }
 
 /// `host:port` on loopback for each process, from ports the OS just handed out (released at
@@ -142,6 +145,14 @@ fn spawn(exe: &Path, options: &LaunchOptions, process: usize) -> Result<Child, E
         .process_group(0);
     if options.exit_at_end {
         command.arg("--exit-at-end");
+    }
+    if process == 0 {
+        if let Some(address) = &options.serve_sql {
+            command.arg(format!("--serve={address}"));
+        }
+        if let Some(address) = &options.serve_http {
+            command.arg(format!("--serve-http={address}"));
+        }
     }
     let mut child = command
         .spawn()

@@ -201,9 +201,16 @@ struct RunArgs {
     /// Seconds to wait for every process of the cluster to connect.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The servers beside a running pipeline (`run`, `demo`, `cluster`).
+#[derive(Args)]
+struct ServeArgs {
     /// While running, answer read-only SQL over the Postgres wire protocol (psql, BI tools) on
     /// this address; `--serve` alone listens on 127.0.0.1:5433. Clients must give the password
-    /// in TIDEWATER_SERVE_PASSWORD when it is set. Process 0 only.
+    /// in TIDEWATER_SERVE_PASSWORD when it is set. In a cluster, process 0 serves.
     #[arg(
         long = "serve",
         value_name = "ADDR",
@@ -211,12 +218,6 @@ struct RunArgs {
         default_missing_value = "127.0.0.1:5433"
     )]
     serve_sql: Option<String>,
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
-#[derive(Args)]
-struct ServeArgs {
     /// Serve a live dashboard (/), snapshot events (/events), views as JSON (/api/views) and
     /// Prometheus metrics (/metrics) at HOST:PORT; without a value, or as :PORT or PORT, on
     /// loopback only (port 0 picks a free port; the address is logged).
@@ -234,6 +235,14 @@ impl ServeArgs {
         let server = HttpServer::start(address, Arc::clone(&observer))?;
         Ok(Some((observer, server)))
     }
+
+    /// The SQL server to start with the warehouse, when asked for.
+    fn sql(&self) -> Option<ServeSql> {
+        self.serve_sql.clone().map(|listen| ServeSql {
+            listen,
+            password: std::env::var(tidewater::serve_sql::PASSWORD_VARIABLE).ok(),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -250,6 +259,9 @@ struct ClusterArgs {
     /// Stop after reading up to the end of the topic as it is at start, with a final snapshot.
     #[arg(long)]
     exit_at_end: bool,
+    /// Process 0, which writes the warehouse, runs the servers.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Args)]
@@ -571,10 +583,7 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         cluster,
         on_commit: None,
         observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
-        serve_sql: args.serve_sql.clone().map(|listen| ServeSql {
-            listen,
-            password: std::env::var(tidewater::serve_sql::PASSWORD_VARIABLE).ok(),
-        }),
+        serve_sql: args.serve.sql(),
     };
     let summary = run(&pipeline, options, Arc::clone(&control))?;
     drop(serving);
@@ -635,6 +644,8 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         config: args.config,
         exit_at_end: args.exit_at_end,
         hostfile: hostfile.clone(),
+        serve_sql: args.serve.serve_sql,
+        serve_http: args.serve.serve_http,
     };
     let result = launch(&options, stop, kill);
     let _ = std::fs::remove_file(&hostfile);
@@ -662,6 +673,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         warehouse: args.warehouse,
         pipeline: args.pipeline,
         observe: serving.as_ref().map(|(observer, _)| Arc::clone(observer)),
+        serve_sql: args.serve.sql(),
     };
     let summary = run_demo(&options)?;
     drop(serving);

@@ -101,31 +101,49 @@ pub fn run_on_server(
             _ => {}
         }
     }
-    let numeric: Vec<bool> = (0..result.columns.len())
-        .map(|i| {
-            texts
-                .iter()
-                .all(|row| row[i].as_deref().is_none_or(|t| t.parse::<f64>().is_ok()))
-        })
+    // The simple protocol gives no column types: a column is numeric when every value in it
+    // reads back as exactly the same text (so "007" or "0.10" stay text, and no digit is lost).
+    let values: Vec<Vec<Value>> = texts
+        .into_iter()
+        .map(|row| row.into_iter().map(value_of_server_text).collect())
         .collect();
-    result.rows = texts
+    let numeric: Vec<bool> = (0..result.columns.len())
+        .map(|i| values.iter().all(|row| !matches!(row[i], Value::Text(_))))
+        .collect();
+    result.rows = values
         .into_iter()
         .map(|row| {
             row.into_iter()
                 .zip(&numeric)
-                .map(|(text, numeric)| match (text, numeric) {
-                    (None, _) => Value::Null,
-                    (Some(text), true) => text
-                        .parse::<i64>()
-                        .map(Value::BigInt)
-                        .or_else(|_| text.parse::<f64>().map(Value::Double))
-                        .unwrap_or(Value::Text(text)),
-                    (Some(text), false) => Value::Text(text),
+                .map(|(value, numeric)| match (value, numeric) {
+                    (value @ (Value::Null | Value::Text(_)), _) | (value, true) => value,
+                    (number, false) => Value::Text(text(&number).unwrap_or_default()),
                 })
                 .collect()
         })
         .collect();
     Ok(result)
+}
+
+/// A value as the server sent it in text: a number when it reads back as the same text.
+fn value_of_server_text(text: Option<String>) -> Value {
+    let Some(text) = text else {
+        return Value::Null;
+    };
+    if let Some(n) = text.parse::<i64>().ok().filter(|n| n.to_string() == text) {
+        return Value::BigInt(n);
+    }
+    if let Some(n) = text.parse::<i128>().ok().filter(|n| n.to_string() == text) {
+        return Value::HugeInt(n);
+    }
+    if let Some(x) = text
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && x.to_string() == text)
+    {
+        return Value::Double(x);
+    }
+    Value::Text(text)
 }
 
 pub fn render(result: &QueryResult, format: OutputFormat) -> String {
@@ -371,6 +389,31 @@ pub fn text(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_becomes_a_number_only_when_no_digit_is_lost() {
+        let value = |text: &str| value_of_server_text(Some(text.to_owned()));
+        assert_eq!(value("42"), Value::BigInt(42));
+        assert_eq!(value("-7"), Value::BigInt(-7));
+        assert_eq!(
+            value("170141183460469231731687303715884105727"),
+            Value::HugeInt(i128::MAX)
+        );
+        assert_eq!(value("1.5"), Value::Double(1.5));
+        for text in [
+            "007",
+            "0.10",
+            "1e3",
+            "12345678901234567890.5",
+            "t",
+            "NaN",
+            "R051",
+            "",
+        ] {
+            assert_eq!(value(text), Value::Text(text.to_owned()), "{text}");
+        }
+        assert_eq!(value_of_server_text(None), Value::Null);
+    }
 
     fn result() -> QueryResult {
         QueryResult {

@@ -247,7 +247,7 @@ fn kill_9_of_either_process_loses_and_doubles_nothing() {
 
 /// `tidewater cluster` forwards one SIGTERM to its processes: each stops cleanly, the last
 /// snapshot commits, and the launcher exits 0; a restart goes on to the end and ends equal to
-/// an uninterrupted run.
+/// an uninterrupted run. While it runs, process 0 answers SQL (`--serve`).
 #[test]
 fn sigterm_to_the_launcher_stops_every_process_cleanly() {
     let broker = EmbeddedBroker::start().unwrap();
@@ -265,7 +265,10 @@ fn sigterm_to_the_launcher_stops_every_process_cleanly() {
             .args(["--processes", "2", "--workers", "1"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap());
-        if !live {
+        if live {
+            // Process 0, the writer, serves SQL and the dashboard; the others do not.
+            command.args(["--serve", "127.0.0.1:0", "--serve-http", "127.0.0.1:0"]);
+        } else {
             command.arg("--exit-at-end");
         }
         command.spawn().unwrap()
@@ -279,6 +282,32 @@ fn sigterm_to_the_launcher_stops_every_process_cleanly() {
     {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // While the cluster runs, `tidewater query` reads the warehouse through process 0's server.
+    let query = tidewater()
+        .args([
+            "query",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "csv",
+        ])
+        .arg("SELECT count(*) > 0 AS committed FROM _snapshots")
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        query.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&query.stdout), "committed\nt\n");
+    for server in ["serving read-only SQL", "serving the dashboard"] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(server)).collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("[p0]"),
+            "{server}: {lines:?}"
+        );
     }
     let pid = cluster.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -7,13 +7,15 @@
 //! the two screenshots there.
 
 mod cdp;
+mod common;
 mod http_client;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cdp::{chromium_binary, Browser};
+use common::KillOnDrop;
 use http_client::logged_dashboard_address;
 use serde_json::Value;
 
@@ -27,16 +29,6 @@ fn chromium_or_skip() -> Option<PathBuf> {
         eprintln!("skipped: chromium is not installed (apt-get install chromium)");
     }
     found
-}
-
-/// Kills a child process when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The page's state: the snapshot id it shows, view cards and the bars drawn in them, and

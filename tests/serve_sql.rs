@@ -278,3 +278,58 @@ fn the_password_is_required_when_set() {
     control.request_stop();
     engine.join().unwrap().unwrap();
 }
+
+/// `tidewater demo --serve`: while the demo runs, `tidewater query` on its warehouse goes
+/// through the demo's server (the file is held by the demo) and sees snapshots advance.
+#[test]
+fn the_demo_answers_sql_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("demo.duckdb");
+    let log = dir.path().join("demo.log");
+    // Far more readings than the test needs: the demo still runs when the test ends.
+    let demo = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        .args(["demo", "--events", "5000000", "--workers", "1"])
+        .arg("--warehouse")
+        .arg(&warehouse)
+        .args(["--serve", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut demo = KillOnDrop(demo);
+    let last_snapshot = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            .args(["query", "--format", "csv", "--warehouse"])
+            .arg(&warehouse)
+            .arg("SELECT coalesce(max(snapshot_id), 0) AS last FROM _snapshots")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        match text.strip_prefix("last\n") {
+            Some(id) if output.status.success() => id.trim().parse::<i64>().unwrap(),
+            _ => panic!(
+                "{}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                std::fs::read_to_string(&log).unwrap()
+            ),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let server_file = tidewater::serve_sql::address_file_of(&warehouse);
+    while !server_file.exists() {
+        assert!(demo.0.try_wait().unwrap().is_none(), "the demo ended");
+        assert!(Instant::now() < deadline, "no SQL server announced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 || seen[0] == seen[seen.len() - 1] {
+        assert!(demo.0.try_wait().unwrap().is_none(), "the demo ended");
+        assert!(
+            Instant::now() < deadline,
+            "snapshots never advanced: {seen:?}"
+        );
+        seen.push(last_snapshot());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+}

@@ -33,6 +33,16 @@ pub struct TopicMessage {
     pub payload: Vec<u8>,
 }
 
+/// Kills a child process when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn readings(count: usize, seed: u64, late_fraction: f64) -> Vec<Reading> {
     // Readings 5 s apart on average: a test feed spans many hourly windows.
     TurnstileGenerator::new(GeneratorConfig {
