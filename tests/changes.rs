@@ -74,12 +74,7 @@ fn run_in_slices(
     let mut producer = TopicProducer::new(&source.brokers, &source.topic).unwrap();
     for slice in messages.chunks(messages.len().div_ceil(slices)) {
         let before = commits.load(Ordering::SeqCst);
-        for (key, payload) in slice {
-            producer
-                .send(key.as_deref().map(str::as_bytes), payload)
-                .unwrap();
-        }
-        producer.flush().unwrap();
+        send_all(&mut producer, slice);
         let deadline = Instant::now() + Duration::from_secs(30);
         while commits.load(Ordering::SeqCst) == before {
             assert!(!engine.is_finished(), "the engine stopped");

@@ -109,12 +109,7 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
     let slices = 12;
     for slice in messages.chunks(messages.len() / slices) {
         let before = last_commit.load(Ordering::SeqCst);
-        for (key, payload) in slice {
-            producer
-                .send(key.as_deref().map(str::as_bytes), payload)
-                .unwrap();
-        }
-        producer.flush().unwrap();
+        send_all(&mut producer, slice);
         let deadline = Instant::now() + Duration::from_secs(30);
         while last_commit.load(Ordering::SeqCst) == before
             || seen.load(Ordering::SeqCst) < last_commit.load(Ordering::SeqCst)

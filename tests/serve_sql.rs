@@ -138,12 +138,7 @@ fn psql_reads_committed_snapshots_while_the_engine_runs_and_cannot_write() {
     let mut producer = TopicProducer::new(&brokers, topic).unwrap();
     let messages = reading_messages(&data);
     for slice in messages.chunks(data.len() / 12) {
-        for (key, payload) in slice {
-            producer
-                .send(key.as_deref().map(str::as_bytes), payload)
-                .unwrap();
-        }
-        producer.flush().unwrap();
+        send_all(&mut producer, slice);
         std::thread::sleep(Duration::from_millis(150));
     }
 

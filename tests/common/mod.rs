@@ -70,6 +70,11 @@ pub fn shuffle<T>(items: &mut [T], seed: u64) {
 /// Produces `(key, payload)` messages and waits until all are delivered.
 pub fn produce(brokers: &str, topic: &str, messages: &[(Option<String>, Vec<u8>)]) {
     let mut producer = TopicProducer::new(brokers, topic).expect("producer");
+    send_all(&mut producer, messages);
+}
+
+/// Sends keyed messages and waits until the broker has them all.
+pub fn send_all(producer: &mut TopicProducer, messages: &[(Option<String>, Vec<u8>)]) {
     for (key, payload) in messages {
         producer
             .send(key.as_deref().map(str::as_bytes), payload)
