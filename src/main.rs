@@ -460,6 +460,12 @@ fn broker(args: BrokerArgs) -> Result<()> {
 }
 
 fn produce(args: ProduceArgs) -> Result<()> {
+    if args
+        .rate
+        .is_some_and(|rate| !rate.is_finite() || rate <= 0.0)
+    {
+        bail!("--rate must be above 0");
+    }
     let mut producer = TopicProducer::new(&args.brokers, &args.topic)?;
     if let Some(path) = &args.file {
         let file =
@@ -480,12 +486,6 @@ fn produce(args: ProduceArgs) -> Result<()> {
     } else {
         if !(0.0..=1.0).contains(&args.late_fraction) {
             bail!("--late-fraction must be between 0 and 1");
-        }
-        if args
-            .rate
-            .is_some_and(|rate| !rate.is_finite() || rate <= 0.0)
-        {
-            bail!("--rate must be above 0");
         }
         let defaults = GeneratorConfig::default();
         let config = GeneratorConfig {

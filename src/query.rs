@@ -103,21 +103,22 @@ pub fn run_on_server(
     }
     // The simple protocol gives no column types: a column is numeric when every value in it
     // reads back as exactly the same text (so "007" or "0.10" stay text, and no digit is lost).
-    let values: Vec<Vec<Value>> = texts
-        .into_iter()
-        .map(|row| row.into_iter().map(value_of_server_text).collect())
-        .collect();
     let numeric: Vec<bool> = (0..result.columns.len())
-        .map(|i| values.iter().all(|row| !matches!(row[i], Value::Text(_))))
+        .map(|i| {
+            texts
+                .iter()
+                .all(|row| row[i].as_deref().is_none_or(|t| exact_number(t).is_some()))
+        })
         .collect();
-    result.rows = values
+    result.rows = texts
         .into_iter()
         .map(|row| {
             row.into_iter()
                 .zip(&numeric)
-                .map(|(value, numeric)| match (value, numeric) {
-                    (value @ (Value::Null | Value::Text(_)), _) | (value, true) => value,
-                    (number, false) => Value::Text(text(&number).unwrap_or_default()),
+                .map(|(text, numeric)| match (text, numeric) {
+                    (None, _) => Value::Null,
+                    (Some(text), true) => exact_number(&text).unwrap_or(Value::Text(text)),
+                    (Some(text), false) => Value::Text(text),
                 })
                 .collect()
         })
@@ -125,25 +126,18 @@ pub fn run_on_server(
     Ok(result)
 }
 
-/// A value as the server sent it in text: a number when it reads back as the same text.
-fn value_of_server_text(text: Option<String>) -> Value {
-    let Some(text) = text else {
-        return Value::Null;
-    };
+/// The number a text the server sent stands for, when it reads back as exactly that text.
+fn exact_number(text: &str) -> Option<Value> {
     if let Some(n) = text.parse::<i64>().ok().filter(|n| n.to_string() == text) {
-        return Value::BigInt(n);
+        return Some(Value::BigInt(n));
     }
     if let Some(n) = text.parse::<i128>().ok().filter(|n| n.to_string() == text) {
-        return Value::HugeInt(n);
+        return Some(Value::HugeInt(n));
     }
-    if let Some(x) = text
-        .parse::<f64>()
+    text.parse::<f64>()
         .ok()
         .filter(|x| x.is_finite() && x.to_string() == text)
-    {
-        return Value::Double(x);
-    }
-    Value::Text(text)
+        .map(Value::Double)
 }
 
 pub fn render(result: &QueryResult, format: OutputFormat) -> String {
@@ -392,14 +386,13 @@ mod tests {
 
     #[test]
     fn server_text_becomes_a_number_only_when_no_digit_is_lost() {
-        let value = |text: &str| value_of_server_text(Some(text.to_owned()));
-        assert_eq!(value("42"), Value::BigInt(42));
-        assert_eq!(value("-7"), Value::BigInt(-7));
+        assert_eq!(exact_number("42"), Some(Value::BigInt(42)));
+        assert_eq!(exact_number("-7"), Some(Value::BigInt(-7)));
         assert_eq!(
-            value("170141183460469231731687303715884105727"),
-            Value::HugeInt(i128::MAX)
+            exact_number("170141183460469231731687303715884105727"),
+            Some(Value::HugeInt(i128::MAX))
         );
-        assert_eq!(value("1.5"), Value::Double(1.5));
+        assert_eq!(exact_number("1.5"), Some(Value::Double(1.5)));
         for text in [
             "007",
             "0.10",
@@ -410,9 +403,8 @@ mod tests {
             "R051",
             "",
         ] {
-            assert_eq!(value(text), Value::Text(text.to_owned()), "{text}");
+            assert_eq!(exact_number(text), None, "{text}");
         }
-        assert_eq!(value_of_server_text(None), Value::Null);
     }
 
     fn result() -> QueryResult {
