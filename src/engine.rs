@@ -70,6 +70,8 @@ pub struct RunSummary {
     pub workers: usize,
     pub records_in: u64,
     pub records_rejected: u64,
+    /// Rows written to `_late`: one per view and window a late record missed, so a record late
+    /// for several views or hopping windows counts several times.
     pub records_late: u64,
     pub snapshots: u64,
     pub elapsed: Duration,

@@ -593,7 +593,7 @@ fn run_pipeline(args: RunArgs) -> Result<()> {
         "finished"
     };
     eprintln!(
-        "tidewater run: {how}: {} records ({} rejected, {} late) in {:.1}s, {:.0} events/s, {} snapshots committed",
+        "tidewater run: {how}: {} records ({} rejected, {} rows in _late) in {:.1}s, {:.0} events/s, {} snapshots committed",
         summary.records_in,
         summary.records_rejected,
         summary.records_late,
@@ -678,7 +678,7 @@ fn demo(args: DemoArgs) -> Result<()> {
     let summary = run_demo(&options)?;
     drop(serving);
     println!(
-        "tidewater demo: {} readings through {} workers in {:.1}s: {:.0} events/s ({} rejected, {} late, {} snapshots)",
+        "tidewater demo: {} readings through {} workers in {:.1}s: {:.0} events/s ({} rejected, {} rows in _late, {} snapshots)",
         summary.records_in,
         summary.workers,
         summary.elapsed.as_secs_f64(),
