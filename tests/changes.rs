@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tidewater::query::run_query;
-use tidewater::{run, CommitHook, Pipeline, RunOptions};
+use tidewater::{CommitHook, Pipeline, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
-use tidewater_connectors::{EmbeddedBroker, SourceControl};
+use tidewater_connectors::EmbeddedBroker;
 use tidewater_sinks::{ReadOptions, Reader, SinkError};
 
 /// Rows of a table as text (`Debug` of each value), sorted: snapshot id → view → rows.
@@ -67,10 +67,7 @@ fn run_in_slices(
         observe: None,
         serve_sql: None,
     };
-    let control = SourceControl::new();
-    let engine_control = Arc::clone(&control);
-    let engine_pipeline = pipeline.clone();
-    let engine = std::thread::spawn(move || run(&engine_pipeline, options, engine_control));
+    let (control, engine) = spawn_engine(pipeline, options);
     let mut producer = TopicProducer::new(&source.brokers, &source.topic).unwrap();
     for slice in messages.chunks(messages.len().div_ceil(slices)) {
         let before = commits.load(Ordering::SeqCst);
@@ -85,10 +82,7 @@ fn run_in_slices(
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    control.set_end_offsets(
-        &source.topic,
-        tidewater_connectors::kafka::high_watermarks(&source).unwrap(),
-    );
+    end_at_current_offsets(&control, pipeline);
     engine.join().unwrap().unwrap();
 }
 

@@ -92,19 +92,14 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
         .map(|python| PythonReader::start(&python, &copy, dir.path(), Arc::clone(&committed)));
     let python_seen = || python.as_ref().map_or(i64::MAX, |p| p.seen());
 
-    let control = SourceControl::new();
-    let engine = {
-        let (pipeline, control) = (pipeline.clone(), Arc::clone(&control));
-        let options = RunOptions {
-            workers: 2,
-            on_commit: Some(hook),
-            ..RunOptions::default()
-        };
-        std::thread::spawn(move || run(&pipeline, options, control))
+    let options = RunOptions {
+        workers: 2,
+        on_commit: Some(hook),
+        ..RunOptions::default()
     };
+    let (control, engine) = spawn_engine(&pipeline, options);
     // Slices of readings; after each, a snapshot is committed and the reader finds it in the
     // copy, so the copy was replaced many times while the engine ran.
-    let source = pipeline.config.sources[0].kafka();
     let mut producer = TopicProducer::new(&brokers, "published").unwrap();
     let slices = 12;
     for slice in messages.chunks(messages.len() / slices) {
@@ -129,10 +124,7 @@ fn readers_of_the_published_copy_always_find_one_whole_snapshot() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    control.set_end_offsets(
-        &source.topic,
-        tidewater_connectors::kafka::high_watermarks(&source).unwrap(),
-    );
+    end_at_current_offsets(&control, &pipeline);
     let summary = engine.join().unwrap().unwrap();
     done.store(true, Ordering::SeqCst);
     reader

@@ -100,10 +100,7 @@ fn psql_reads_committed_snapshots_while_the_engine_runs_and_cannot_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warehouse.duckdb");
     let config = pipeline(&brokers, topic, &path, 20);
-    let source = config.config.sources[0].kafka();
     let port = free_loopback_port();
-    let control = SourceControl::new();
-    let engine_control = Arc::clone(&control);
     let options = RunOptions {
         workers: 2,
         serve_sql: Some(ServeSql {
@@ -112,7 +109,7 @@ fn psql_reads_committed_snapshots_while_the_engine_runs_and_cannot_write() {
         }),
         ..RunOptions::default()
     };
-    let engine = std::thread::spawn(move || run(&config, options, engine_control));
+    let (control, engine) = spawn_engine(&config, options);
 
     // A reader that keeps asking while the readings arrive and snapshots commit.
     let reading = Arc::new(AtomicBool::new(true));
@@ -182,10 +179,7 @@ fn psql_reads_committed_snapshots_while_the_engine_runs_and_cannot_write() {
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only"));
 
-    control.set_end_offsets(
-        &source.topic,
-        tidewater_connectors::kafka::high_watermarks(&source).unwrap(),
-    );
+    end_at_current_offsets(&control, &config);
     engine.join().unwrap().unwrap();
     reading.store(false, Ordering::Relaxed);
     let answers = reader.join().unwrap();

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tidewater::{run, CommitHook, Pipeline, RunOptions};
+use tidewater::{CommitHook, Pipeline, RunOptions};
 use tidewater_connectors::produce::TopicProducer;
-use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, SourceControl, TurnstileGenerator};
+use tidewater_connectors::{EmbeddedBroker, GeneratorConfig, TurnstileGenerator};
 use tidewater_dataflows::operators::retire::FOLD_AT;
 
 #[test]
@@ -67,16 +67,12 @@ fn a_window_open_for_many_epochs_keeps_a_few_partials_per_key() {
     let hook: CommitHook = Arc::new(move |_, _| {
         counted.fetch_add(1, Ordering::SeqCst);
     });
-    let control = SourceControl::new();
-    let engine = {
-        let (pipeline, control) = (pipeline.clone(), Arc::clone(&control));
-        let options = RunOptions {
-            workers: 2,
-            on_commit: Some(hook),
-            ..RunOptions::default()
-        };
-        std::thread::spawn(move || run(&pipeline, options, control))
+    let options = RunOptions {
+        workers: 2,
+        on_commit: Some(hook),
+        ..RunOptions::default()
     };
+    let (control, engine) = spawn_engine(&pipeline, options);
     let mut producer = TopicProducer::new(&brokers, "long-open").unwrap();
     for slice in &slices {
         let before = commits.load(Ordering::SeqCst);
@@ -88,11 +84,7 @@ fn a_window_open_for_many_epochs_keeps_a_few_partials_per_key() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    let source = pipeline.config.sources[0].kafka();
-    control.set_end_offsets(
-        &source.topic,
-        tidewater_connectors::kafka::high_watermarks(&source).unwrap(),
-    );
+    end_at_current_offsets(&control, &pipeline);
     engine.join().unwrap().unwrap();
 
     let conn = open_warehouse(&path);

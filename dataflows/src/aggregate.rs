@@ -270,6 +270,15 @@ pub fn fold_into_partial<'a>(partial: &mut [Value], values: impl IntoIterator<It
     }
 }
 
+/// A count or sum of a partial row as a number (NULL, a sum of no integers, is 0).
+fn partial_int(value: &Value) -> i128 {
+    match value {
+        Value::Int(v) => i128::from(*v),
+        Value::BigInt(v) => *v,
+        _ => 0,
+    }
+}
+
 /// [`compute`] over partial rows ([`partial_of`]); `positions[i]` is the aggregate's input
 /// field (an index of the tuples the partials were made from). Only for [`combinable`]
 /// aggregates; a partial's multiplicity multiplies its counts and sums.
@@ -278,25 +287,29 @@ pub fn compute_partials(
     positions: &[Option<usize>],
     input: &[(&Vec<Value>, isize)],
 ) -> Vec<Value> {
-    let int = |value: &Value| match value {
-        Value::Int(v) => i128::from(*v),
-        Value::BigInt(v) => *v,
-        _ => 0,
-    };
     aggregates
         .iter()
         .zip(positions)
         .map(|(aggregate, position)| {
             let Some(field) = *position else {
-                let records: i128 = input.iter().map(|(p, n)| int(&p[0]) * *n as i128).sum();
+                let records: i128 = input
+                    .iter()
+                    .map(|(p, n)| partial_int(&p[0]) * *n as i128)
+                    .sum();
                 return Value::Int(records as i64);
             };
             let at = partial_position(field);
-            let present = || input.iter().filter(move |(p, n)| int(&p[at]) > 0 && *n > 0);
-            let count: i128 = present().map(|(p, n)| int(&p[at]) * *n as i128).sum();
+            let present = || {
+                input
+                    .iter()
+                    .filter(move |(p, n)| partial_int(&p[at]) > 0 && *n > 0)
+            };
+            let count: i128 = present()
+                .map(|(p, n)| partial_int(&p[at]) * *n as i128)
+                .sum();
             let sum = || {
                 present()
-                    .map(|(p, n)| int(&p[at + 1]) * *n as i128)
+                    .map(|(p, n)| partial_int(&p[at + 1]) * *n as i128)
                     .sum::<i128>()
             };
             match aggregate.function {
@@ -324,23 +337,27 @@ pub fn compute_partials(
 /// gives the same from it as from them. Folds an open window's per-epoch partials (see
 /// `operators::retire`).
 pub fn merge_partials(partials: &[(&Vec<Value>, isize)]) -> Vec<Value> {
-    let int = |value: &Value| match value {
-        Value::Int(v) => i128::from(*v),
-        Value::BigInt(v) => *v,
-        _ => 0,
-    };
     let width = partials.first().map_or(1, |(p, _)| p.len());
-    let records: i128 = partials.iter().map(|(p, n)| int(&p[0]) * *n as i128).sum();
+    let records: i128 = partials
+        .iter()
+        .map(|(p, n)| partial_int(&p[0]) * *n as i128)
+        .sum();
     let mut merged = Vec::with_capacity(width);
     merged.push(Value::Int(records as i64));
     for at in (1..width).step_by(PARTIAL_WIDTH) {
-        let present = || partials.iter().filter(move |(p, _)| int(&p[at]) > 0);
-        let count: i128 = present().map(|(p, n)| int(&p[at]) * *n as i128).sum();
+        let present = || {
+            partials
+                .iter()
+                .filter(move |(p, _)| partial_int(&p[at]) > 0)
+        };
+        let count: i128 = present()
+            .map(|(p, n)| partial_int(&p[at]) * *n as i128)
+            .sum();
         merged.push(Value::Int(count as i64));
         // A field that is not an integer has no sum (NULL), as in `partial_of`.
         let mut sums = present()
             .filter(|(p, _)| matches!(p[at + 1], Value::BigInt(_)))
-            .map(|(p, n)| int(&p[at + 1]) * *n as i128)
+            .map(|(p, n)| partial_int(&p[at + 1]) * *n as i128)
             .peekable();
         merged.push(match sums.peek() {
             Some(_) => Value::BigInt(sums.sum()),

@@ -43,6 +43,29 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs `pipeline` on a thread of its own until its sources are told to end (see
+/// [`end_at_current_offsets`]) or to stop.
+pub fn spawn_engine(
+    pipeline: &Pipeline,
+    options: tidewater::RunOptions,
+) -> (
+    std::sync::Arc<tidewater_connectors::SourceControl>,
+    std::thread::JoinHandle<Result<tidewater::RunSummary, tidewater::EngineError>>,
+) {
+    let control = tidewater_connectors::SourceControl::new();
+    let (pipeline, engine_control) = (pipeline.clone(), std::sync::Arc::clone(&control));
+    let engine = std::thread::spawn(move || tidewater::run(&pipeline, options, engine_control));
+    (control, engine)
+}
+
+/// Tells a running engine to end at the current end of `pipeline`'s first source, as
+/// `--exit-at-end` would from now on: it commits a last snapshot and returns.
+pub fn end_at_current_offsets(control: &tidewater_connectors::SourceControl, pipeline: &Pipeline) {
+    let source = pipeline.config.sources[0].kafka();
+    let ends = tidewater_connectors::kafka::high_watermarks(&source).expect("high watermarks");
+    control.set_end_offsets(&source.topic, ends);
+}
+
 pub fn readings(count: usize, seed: u64, late_fraction: f64) -> Vec<Reading> {
     // Readings 5 s apart on average: a test feed spans many hourly windows.
     TurnstileGenerator::new(GeneratorConfig {
