@@ -270,15 +270,6 @@ pub fn fold_into_partial<'a>(partial: &mut [Value], values: impl IntoIterator<It
     }
 }
 
-/// A count or sum of a partial row as a number (NULL, a sum of no integers, is 0).
-fn partial_int(value: &Value) -> i128 {
-    match value {
-        Value::Int(v) => i128::from(*v),
-        Value::BigInt(v) => *v,
-        _ => 0,
-    }
-}
-
 /// [`compute`] over partial rows ([`partial_of`]); `positions[i]` is the aggregate's input
 /// field (an index of the tuples the partials were made from). Only for [`combinable`]
 /// aggregates; a partial's multiplicity multiplies its counts and sums.
@@ -287,29 +278,25 @@ pub fn compute_partials(
     positions: &[Option<usize>],
     input: &[(&Vec<Value>, isize)],
 ) -> Vec<Value> {
+    let int = |value: &Value| match value {
+        Value::Int(v) => i128::from(*v),
+        Value::BigInt(v) => *v,
+        _ => 0,
+    };
     aggregates
         .iter()
         .zip(positions)
         .map(|(aggregate, position)| {
             let Some(field) = *position else {
-                let records: i128 = input
-                    .iter()
-                    .map(|(p, n)| partial_int(&p[0]) * *n as i128)
-                    .sum();
+                let records: i128 = input.iter().map(|(p, n)| int(&p[0]) * *n as i128).sum();
                 return Value::Int(records as i64);
             };
             let at = partial_position(field);
-            let present = || {
-                input
-                    .iter()
-                    .filter(move |(p, n)| partial_int(&p[at]) > 0 && *n > 0)
-            };
-            let count: i128 = present()
-                .map(|(p, n)| partial_int(&p[at]) * *n as i128)
-                .sum();
+            let present = || input.iter().filter(move |(p, n)| int(&p[at]) > 0 && *n > 0);
+            let count: i128 = present().map(|(p, n)| int(&p[at]) * *n as i128).sum();
             let sum = || {
                 present()
-                    .map(|(p, n)| partial_int(&p[at + 1]) * *n as i128)
+                    .map(|(p, n)| int(&p[at + 1]) * *n as i128)
                     .sum::<i128>()
             };
             match aggregate.function {
@@ -331,44 +318,6 @@ pub fn compute_partials(
             }
         })
         .collect()
-}
-
-/// The one partial that `partials` (at least one, each counted `n > 0` times) add up to: [`compute_partials`]
-/// gives the same from it as from them. Folds an open window's per-epoch partials (see
-/// `operators::retire`).
-pub fn merge_partials(partials: &[(&Vec<Value>, isize)]) -> Vec<Value> {
-    let width = partials.first().map_or(1, |(p, _)| p.len());
-    let records: i128 = partials
-        .iter()
-        .map(|(p, n)| partial_int(&p[0]) * *n as i128)
-        .sum();
-    let mut merged = Vec::with_capacity(width);
-    merged.push(Value::Int(records as i64));
-    for at in (1..width).step_by(PARTIAL_WIDTH) {
-        let present = || {
-            partials
-                .iter()
-                .filter(move |(p, _)| partial_int(&p[at]) > 0)
-        };
-        let count: i128 = present()
-            .map(|(p, n)| partial_int(&p[at]) * *n as i128)
-            .sum();
-        merged.push(Value::Int(count as i64));
-        // A field that is not an integer has no sum (NULL), as in `partial_of`.
-        let mut sums = present()
-            .filter(|(p, _)| matches!(p[at + 1], Value::BigInt(_)))
-            .map(|(p, n)| partial_int(&p[at + 1]) * *n as i128)
-            .peekable();
-        merged.push(match sums.peek() {
-            Some(_) => Value::BigInt(sums.sum()),
-            None => Value::Null,
-        });
-        let min = present().map(|(p, _)| &p[at + 2]).min();
-        let max = present().map(|(p, _)| &p[at + 3]).max();
-        merged.push(min.cloned().unwrap_or(Value::Null));
-        merged.push(max.cloned().unwrap_or(Value::Null));
-    }
-    merged
 }
 
 /// Sum and count of float-convertible values, or `None` when there are none.
@@ -444,79 +393,5 @@ mod tests {
             compute(&all[2..6], &positions[2..6], &nulls),
             vec![Value::Null; 4]
         );
-    }
-
-    /// Folding an open window's partials changes none of its aggregates: for seeded random
-    /// inputs (integers, strings, NULLs) cut into random epochs, with multiplicities, the
-    /// aggregates of the folded partial equal those of the partials, also when a fold is
-    /// folded again with later partials.
-    #[test]
-    fn folded_partials_give_the_same_aggregates() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |below: u64| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) % below
-        };
-        let int = Some(FieldType::Int);
-        let string = Some(FieldType::String);
-        let aggregates = [
-            spec(AggregateFn::Count, None),
-            spec(AggregateFn::Count, int),
-            spec(AggregateFn::Sum, int),
-            spec(AggregateFn::Avg, int),
-            spec(AggregateFn::Min, int),
-            spec(AggregateFn::Max, int),
-            spec(AggregateFn::Min, string),
-            spec(AggregateFn::Max, string),
-        ];
-        let positions = [
-            None,
-            Some(0),
-            Some(0),
-            Some(0),
-            Some(0),
-            Some(0),
-            Some(1),
-            Some(1),
-        ];
-        for _ in 0..300 {
-            let mut partials: Vec<Vec<Value>> = Vec::new();
-            for _ in 0..1 + next(12) {
-                let mut partial: Option<Vec<Value>> = None;
-                for _ in 0..1 + next(5) {
-                    let row = [
-                        match next(4) {
-                            0 => Value::Null,
-                            _ => Value::Int(next(2_000) as i64 - 1_000),
-                        },
-                        match next(3) {
-                            0 => Value::Null,
-                            _ => Value::String(format!("s{}", next(50))),
-                        },
-                    ];
-                    match &mut partial {
-                        Some(p) => fold_into_partial(p, &row),
-                        None => partial = Some(partial_of(&row)),
-                    }
-                }
-                partials.extend(partial);
-            }
-            let counted: Vec<(&Vec<Value>, isize)> =
-                partials.iter().map(|p| (p, 1 + next(2) as isize)).collect();
-            let expected = compute_partials(&aggregates, &positions, &counted);
-            let folded = merge_partials(&counted);
-            assert_eq!(
-                compute_partials(&aggregates, &positions, &[(&folded, 1)]),
-                expected,
-                "{counted:?}"
-            );
-            let (early, late) = counted.split_at(counted.len().div_ceil(2));
-            let early_folded = merge_partials(early);
-            let again = [vec![(&early_folded, 1)], late.to_vec()].concat();
-            assert_eq!(compute_partials(&aggregates, &positions, &again), expected);
-            assert_eq!(merge_partials(&again), folded, "folding is associative");
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! Per source: decode (once, however many views read it) → event time and partition watermarks
 //! → source watermark. Per group of views that agree on filter, grouping, window and lateness:
 //! window assignment with the lateness rule → one shared arrangement by (window, group), kept to
-//! open windows (and one partial aggregate per key, once folded) by `retire_final_windows` → per view, its aggregates (`reduce`) → `finalize`
+//! open windows by `retire_final_windows` → per view, its aggregates (`reduce`) → `finalize`
 //! into row changes. Everything a sink needs leaves as one stream of [`SnapshotPart`]s.
 
 use std::collections::{BTreeMap, HashMap};
@@ -193,20 +193,14 @@ pub fn build_durable_views<'scope>(
             .to_stream(scope)
             .as_collection();
         let inserts = inserts.concat(restored);
-        let arranged = if key.window.is_windowed() || partials {
-            // Evictions of final windows, and folds of open windows' partials, come back into
-            // the arrangement one epoch later.
+        let arranged = if key.window.is_windowed() {
+            // Evictions of final windows come back into the arrangement one epoch later.
             let (handle, retired) = scope.feedback::<Vec<(WindowedValue, Epoch, isize)>>(1);
             let arranged = inserts
                 .concat(retired.as_collection())
                 .arrange_by_key_named(&arrangement_name);
             arranged
-                .retire_final_windows(
-                    watermark.clone(),
-                    key.window,
-                    key.allowed_lateness,
-                    partials,
-                )
+                .retire_final_windows(watermark.clone(), key.window, key.allowed_lateness)
                 .connect_loop(handle);
             arranged
         } else {

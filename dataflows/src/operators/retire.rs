@@ -1,5 +1,4 @@
-//! The `retire_final_windows` operator: evicts windows that became final from the arrangement,
-//! and folds the per-epoch partial aggregates of open windows into one.
+//! The `retire_final_windows` operator: evicts windows that became final from the arrangement.
 //!
 //! When the source watermark of epoch `e` is known and the arrangement holds everything up to
 //! `e`, the operator reads the final windows' contents from the arrangement's trace and emits
@@ -9,14 +8,6 @@
 //! order by window start), so the scan stops at the first open window; sessions are found per
 //! group from the event times. The views' `finalize` operators know that changes of a final
 //! window from `e + 1` on are evictions and ignore them.
-//!
-//! Why fold: an arrangement of partial aggregates ([`crate::aggregate::partial_of`]) gets one
-//! partial per key and epoch, and differential only merges equal values. A window open for hours
-//! (or a running aggregate, open for ever) would hold one partial per epoch, and every epoch
-//! that touches the key would recompute it from all of them. So once a key of an open window
-//! holds [`FOLD_AT`] partials, the operator emits their negation and the one partial they add up
-//! to ([`crate::aggregate::merge_partials`]), through the same feedback edge: the key's aggregate
-//! is unchanged (the reduce emits nothing), and its state shrinks to that one partial.
 
 use std::collections::BTreeMap;
 
@@ -30,14 +21,10 @@ use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 
 use super::windows::WindowedValue;
-use crate::aggregate::merge_partials;
 use crate::reading::EventTime;
 use crate::value::Value;
 use crate::window::{is_final, sessions, WindowKey, WindowKind};
 use crate::Epoch;
-
-/// Partials of one open window's key that are folded into one.
-pub const FOLD_AT: usize = 8;
 
 /// The arrangement of a view's input: (window, group) → input values.
 pub type WindowTrace = TraceAgent<ValSpine<WindowKey, Vec<Value>, Epoch, isize>>;
@@ -45,14 +32,12 @@ pub type WindowTrace = TraceAgent<ValSpine<WindowKey, Vec<Value>, Epoch, isize>>
 pub trait RetireFinalWindows<'scope> {
     /// Negations of the contents of windows that became final at epoch `e`, timestamped `e + 1`
     /// and sent at `e`: the caller feeds them back through a feedback edge that adds one epoch
-    /// (a feedback edge moves messages, not the times inside the data). With `fold_partials`
-    /// (the values are partial aggregates), also the folds of open windows' partials.
+    /// (a feedback edge moves messages, not the times inside the data).
     fn retire_final_windows(
         &self,
         watermark: StreamVec<'scope, Epoch, EventTime>,
         window: WindowKind,
         allowed_lateness: i64,
-        fold_partials: bool,
     ) -> StreamVec<'scope, Epoch, (WindowedValue, Epoch, isize)>;
 }
 
@@ -62,7 +47,6 @@ impl<'scope> RetireFinalWindows<'scope> for Arranged<'scope, WindowTrace> {
         watermark: StreamVec<'scope, Epoch, EventTime>,
         window: WindowKind,
         allowed_lateness: i64,
-        fold_partials: bool,
     ) -> StreamVec<'scope, Epoch, (WindowedValue, Epoch, isize)> {
         let mut trace = self.trace.clone();
         self.stream.clone().binary_frontier(
@@ -106,15 +90,17 @@ impl<'scope> RetireFinalWindows<'scope> for Arranged<'scope, WindowTrace> {
                         while cursor.key_valid(&storage) {
                             let key: &WindowKey = cursor.key(&storage);
                             let mut contents: Vec<(&Vec<Value>, isize)> = Vec::new();
-                            let open = match window {
-                                WindowKind::Global => true,
+                            let mut final_prefix_ended = false;
+                            match window {
+                                WindowKind::Global => break,
                                 WindowKind::Hopping { .. } => {
-                                    !is_final(key.end, allowed_lateness, watermark)
+                                    if !is_final(key.end, allowed_lateness, watermark) {
+                                        final_prefix_ended = true;
+                                    }
                                 }
-                                WindowKind::Session { .. } => false,
-                            };
-                            // Final windows are a prefix of the keys: past it, only folds.
-                            if open && !fold_partials {
+                                WindowKind::Session { .. } => {}
+                            }
+                            if final_prefix_ended {
                                 break;
                             }
                             while cursor.val_valid(&storage) {
@@ -137,19 +123,6 @@ impl<'scope> RetireFinalWindows<'scope> for Arranged<'scope, WindowTrace> {
                                                 },
                                             ));
                                         }
-                                    }
-                                }
-                                _ if open => {
-                                    // Only partials all counted once or more: a retraction
-                                    // in flight leaves the key alone until it has landed.
-                                    if contents.len() >= FOLD_AT
-                                        && contents.iter().all(|(_, n)| *n > 0)
-                                    {
-                                        let folded = merge_partials(&contents);
-                                        retractions.extend(contents.iter().map(|(v, n)| {
-                                            ((key.clone(), (*v).clone()), epoch + 1, -n)
-                                        }));
-                                        retractions.push(((key.clone(), folded), epoch + 1, 1));
                                     }
                                 }
                                 _ => retractions.extend(
